@@ -1,0 +1,22 @@
+"""cediag: check cross-entropy inputs before they reach the loss.
+
+report = cediag.check(logits, target)
+report.raise_for_errors()
+"""
+
+from ._engine import check
+from ._report import SCHEMA_VERSION, CrossEntropyInputError, Diagnostic, Report, Severity
+from .rules import RULES, find_rule
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "RULES",
+    "SCHEMA_VERSION",
+    "CrossEntropyInputError",
+    "Diagnostic",
+    "Report",
+    "Severity",
+    "check",
+    "find_rule",
+]

@@ -1,0 +1,55 @@
+"""Rule documentation, generated from the rule registry (docstrings are the single source).
+
+`cediag explain CODE` prints `rule_markdown`; docs/rules.md is `catalogue_markdown()`, and a
+test fails when the committed file is stale. Regenerate with `python -m cediag._docs`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from .rules import FAMILIES, RULES, Rule
+
+SECTION_ORDER = ("What it does", "Why is this bad?", "Example", "Use instead")
+
+
+def rule_markdown(rule: Rule, heading: str = "##") -> str:
+    sections = rule.sections
+    lines = [f"{heading} {rule.code} `{rule.slug}` ({rule.severity.value})", "", sections[""], ""]
+    for title in SECTION_ORDER:
+        if title in sections:
+            lines += [f"**{title}**", "", sections[title], ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def catalogue_markdown() -> str:
+    lines = [
+        "# Rule catalogue",
+        "",
+        "Generated from the rule docstrings by `python -m cediag._docs > docs/rules.md`;",
+        "`tests/test_docs.py` fails when this file is stale. `cediag explain CODE` prints one entry.",
+        "",
+        "Severity: **error** when torch raises or the loss is certainly wrong, **warning** when it is",
+        "very likely wrong, **info** when legal but worth knowing.",
+        "",
+        "| code | rule | severity | fires when |",
+        "| --- | --- | --- | --- |",
+    ]
+    lines += [
+        f"| {r.code} | `{r.slug}` | {r.severity.value} | {r.summary} |" for r in RULES.values()
+    ]
+    for digit, family in FAMILIES.items():
+        lines += ["", f"# CE{digit}xx: {family}", ""]
+        for r in RULES.values():
+            if r.code[2] == digit:
+                lines.append(rule_markdown(r))
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write(path: Path) -> None:
+    path.write_text(catalogue_markdown())
+
+
+if __name__ == "__main__":
+    sys.stdout.write(catalogue_markdown())

@@ -1,0 +1,139 @@
+"""The path of a check: call binding -> structure rules -> one statistics pass -> value rules
+-> Report. Each phase is a function so the training-loop guard can split the statistics
+pass from the reading of its results (deferred sync).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ._call import FLOAT_DTYPES, Call, bind_call
+from ._graph import final_activation
+from ._report import Diagnostic, Report
+from ._statistics import StatisticsPlan
+from .rules import RULES, Rule, select_rules
+from .rules._context import Context
+
+
+def check(
+    input: Any,
+    target: Any,
+    *,
+    weight: Any = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    criterion: Any = None,
+    loss: str = "cross_entropy",
+    select: list[str] | None = None,
+    ignore: list[str] | None = None,
+) -> Report:
+    """Check an (input, target) pair as `F.cross_entropy` would receive it, before it does.
+
+    Options mean what they mean to `F.cross_entropy`; `criterion=` takes them from an
+    `nn.CrossEntropyLoss` (or `nn.NLLLoss`) instance. `loss="nll"` checks an `F.nll_loss` call.
+    `select` / `ignore` take rule codes, code prefixes (`CE3`) or slugs. Never raises on tensors:
+    every problem is a diagnostic in the returned Report.
+    """
+    call = bind_call(
+        input,
+        target,
+        weight=weight,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        label_smoothing=label_smoothing,
+        criterion=criterion,
+        loss=loss,  # type: ignore[arg-type]
+    )
+    rules = select_rules(select, ignore)
+    ctx = check_structure(call, rules)
+    plan, packed = start_statistics(call)
+    return finish(ctx, rules, plan, packed.tolist() if packed is not None else None)
+
+
+def check_structure(call: Call, rules: list[Rule] | None = None) -> Context:
+    """Metadata-only rules: no kernel launch, no host sync."""
+    rules = list(RULES.values()) if rules is None else rules
+    ctx = Context(call)
+    if not call.tensors_ok:
+        _run(ctx, [r for r in rules if r.slug in ("not-a-tensor", "invalid-option")])
+        return ctx
+    ctx.activation = final_activation(call.input)
+    _run(ctx, [r for r in rules if r.phase == "structure"])
+    return ctx
+
+
+def start_statistics(call: Call) -> tuple[StatisticsPlan | None, torch.Tensor | None]:
+    """Launch the statistics pass; returns the packed device tensor without synchronising."""
+    if not values_readable(call):
+        return None, None
+    plan = StatisticsPlan(call)
+    return plan, plan.compute()
+
+
+def values_readable(call: Call) -> bool:
+    """Whether the tensors hold data we can read (not meta, fake, or non-numeric)."""
+    if not call.tensors_ok or call.on_meta:
+        return False
+    readable = (
+        *FLOAT_DTYPES,
+        torch.bool,
+        torch.int64,
+        torch.int32,
+        torch.int16,
+        torch.int8,
+        torch.uint8,
+    )
+    return call.input.dtype in readable and call.target.dtype in readable
+
+
+def finish(
+    ctx: Context,
+    rules: list[Rule] | None,
+    plan: StatisticsPlan | None,
+    values: list[float] | None,
+) -> Report:
+    """Read the statistics back, run the value rules and the safety net, build the Report."""
+    rules = list(RULES.values()) if rules is None else rules
+    notes: list[str] = []
+    if plan is not None and values is not None:
+        ctx.stats = plan.read(values)
+        _run(ctx, [r for r in rules if r.phase == "values"], notes)
+    elif ctx.call.tensors_ok:
+        notes.append("values not checked: the tensors hold no readable data (meta device or dtype)")
+    if ctx.call.tensors_ok:
+        _run(ctx, [r for r in rules if r.phase == "final"], notes)
+    order = {code: i for i, code in enumerate(RULES)}
+    diagnostics = sorted(ctx.found, key=lambda d: (-d.severity.rank, order.get(d.code, 0)))
+    return Report(
+        call=ctx.call.summary(),
+        diagnostics=diagnostics,
+        values_checked=ctx.stats is not None,
+        notes=notes + getattr(ctx, "notes", []),
+    )
+
+
+def _run(ctx: Context, rules: list[Rule], notes: list[str] | None = None) -> None:
+    for rule in rules:
+        try:
+            finding = rule.function(ctx)
+        except Exception as error:  # a checker must never break the training step it guards
+            message = f"rule {rule.code} {rule.slug} could not run: {type(error).__name__}: {error}"
+            if notes is not None:
+                notes.append(message)
+            else:
+                ctx.__dict__.setdefault("notes", []).append(message)
+            continue
+        if finding is not None:
+            ctx.found.append(
+                Diagnostic(
+                    code=rule.code,
+                    rule=rule.slug,
+                    severity=rule.severity,
+                    message=finding.message,
+                    fix=finding.fix,
+                    evidence=finding.evidence,
+                )
+            )

@@ -1,0 +1,296 @@
+"""One statistics pass: everything the value rules need, computed on the tensors' device and
+brought to the host in a single transfer.
+
+The logits are read once (`torch.aminmax`: range, NaN and Inf in one pass). Everything else is
+computed on a few sampled rows (at most `SAMPLE_ROWS`), or on the targets, which are small
+(class indices) or needed in full anyway (probabilities). No full-size temporary of the logits is
+made. The results are packed into one float64 tensor, so a check costs one host sync
+(`sync="eager"`) or none on the training path (`compute()` now, `read()` later).
+
+Rules that need more (counting NaNs, locating bad targets) ask for it themselves, and only once
+the packed statistics say something is wrong.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from ._call import FLOAT_DTYPES, Call
+
+SAMPLE_ROWS = 64
+MAX_SEQUENCE_ROWS = 1024
+HIST_LOW, HIST_HIGH = -1, 256  # histogram of index targets: bins for <=-1, 0..255, >=256
+
+
+@dataclass
+class InputStats:
+    numel: int
+    min: float
+    max: float
+    rows_total: int
+    rows_sampled: int
+    row_sum: tuple[float, float]  # min, max of sampled rows' sums over the class dim
+    row_logsumexp: tuple[float, float]
+    sample_zeros: int
+    sample_size: int
+    row_spread: float  # max |row - first row| over sampled rows: 0 when all are identical
+    other_dim_sums: dict[int, tuple[float, float]] = field(default_factory=dict)
+
+    @property
+    def finite(self) -> bool:
+        return math.isfinite(self.min) and math.isfinite(self.max)
+
+
+@dataclass
+class IndexTargetStats:
+    numel: int
+    ignored: int
+    out_of_range: int
+    valid_min: float | None
+    valid_max: float | None
+    minus_one: int
+    equal_to_n_classes: int
+    histogram: list[int]  # counts of values <= -1, 0, 1, ..., 255, >= 256
+    fractional: int = 0  # float targets only: values that are not whole numbers
+    non_finite: int = 0
+    sequence_last: list[int] = field(default_factory=list)  # (B, T) targets: last id per row
+    sequence_run: list[int] = field(default_factory=list)  # its trailing run length
+
+    def count(self, value: int) -> int:
+        return self.histogram[value - HIST_LOW] if 0 <= value <= 255 else 0
+
+    def values_present(self, low: int = 0, high: int = 255) -> list[int]:
+        return [v for v in range(low, high + 1) if self.count(v)]
+
+
+@dataclass
+class SameShapeTargetStats:
+    """Targets of the input's shape (probabilities, or one-hot mistakes)."""
+
+    min: float
+    max: float
+    rows_total: int
+    row_sum: tuple[float, float]
+    rows_off: int  # rows whose sum is not 1 (rows summing to exactly 0 excluded)
+    rows_zero: int
+    worst_row_sum: float
+    rows_sampled: int
+    sample_binary_rows: int  # sampled rows made only of 0s and 1s
+    sample_ones: tuple[int, int]  # min, max count of 1s in a sampled row
+
+
+@dataclass
+class Statistics:
+    input: InputStats | None = None
+    index_target: IndexTargetStats | None = None
+    same_shape_target: SameShapeTargetStats | None = None
+
+
+class StatisticsPlan:
+    """Decides from metadata what to compute, computes it on the device, and reads it back.
+
+    `compute()` launches kernels and returns one packed float64 tensor on the input's device,
+    without synchronising. `read(values)` turns the host copy into `Statistics`.
+    """
+
+    def __init__(self, call: Call):
+        self.call = call
+        self._layout: list[tuple[str, int]] = []
+        self._parts: list[torch.Tensor] = []
+
+    # ------------------------------------------------------------------ compute
+    def compute(self) -> torch.Tensor:
+        call = self.call
+        x, t = call.input, call.target
+        with torch.no_grad():
+            if x.dtype in FLOAT_DTYPES and x.dim() >= 1 and x.numel() > 0:
+                self._input_parts(x, call.presumed_class_dim)
+            numeric = t.dtype in (*FLOAT_DTYPES, torch.bool) or _is_integer(t)
+            if t.numel() > 0 and numeric:
+                if call.probability_targets and x.dim() >= 1:
+                    self._same_shape_parts(t, call.class_dim)
+                elif not call.probability_targets:
+                    self._index_target_parts(t)
+            if not self._parts:
+                return torch.zeros(0, dtype=torch.float64, device=x.device)
+            return torch.cat([p.reshape(-1).to(torch.float64) for p in self._parts])
+
+    def _put(self, name: str, value: torch.Tensor) -> None:
+        value = value.reshape(-1)
+        self._layout.append((name, value.numel()))
+        self._parts.append(value)
+
+    def _input_parts(self, x: torch.Tensor, class_dim: int) -> None:
+        low, high = torch.aminmax(x)
+        self._put("in.min", low)
+        self._put("in.max", high)
+        rows = sample_rows(x, class_dim, SAMPLE_ROWS).float()
+        sums = rows.sum(1)
+        self._put("in.row_sum", torch.stack([sums.min(), sums.max()]))
+        lse = rows.logsumexp(1)
+        self._put("in.row_lse", torch.stack([lse.min(), lse.max()]))
+        self._put("in.sample_zeros", (rows == 0).sum())
+        self._put("in.row_spread", (rows - rows[:1]).abs().amax())
+        for dim in range(x.dim()):
+            if dim != class_dim and x.shape[dim] > 1:
+                fiber_sums = sample_rows(x, dim, SAMPLE_ROWS).float().sum(1)
+                self._put(f"in.dim_sum.{dim}", torch.stack([fiber_sums.min(), fiber_sums.max()]))
+
+    def _index_target_parts(self, t: torch.Tensor) -> None:
+        call = self.call
+        flat = t.reshape(-1)
+        if flat.dtype.is_floating_point:
+            finite = torch.isfinite(flat)
+            self._put("tg.non_finite", (~finite).sum())
+            safe = torch.where(finite, flat, torch.zeros((), dtype=flat.dtype, device=flat.device))
+            self._put("tg.fractional", (safe != safe.round()).sum())
+            flat = safe.round().clamp(-(2**62), 2**62).long()
+        else:
+            flat = flat.long()
+        n_classes = call.presumed_n_classes or 0
+        ignore = call.ignore_index if type(call.ignore_index) is int else -100
+        valid = flat != ignore
+        self._put("tg.ignored", (~valid).sum())
+        self._put("tg.out_of_range", (valid & ((flat < 0) | (flat >= n_classes))).sum())
+        big = torch.iinfo(torch.int64).max
+        self._put("tg.valid_min", torch.where(valid, flat, big).min())
+        self._put("tg.valid_max", torch.where(valid, flat, -big).max())
+        self._put("tg.minus_one", (flat == -1).sum())
+        self._put("tg.eq_classes", (flat == n_classes).sum())
+        clipped = flat.clamp(HIST_LOW, HIST_HIGH) - HIST_LOW
+        # scatter_add, not bincount: bincount reads the maximum back to the host on CUDA.
+        hist = torch.zeros(HIST_HIGH - HIST_LOW + 1, dtype=torch.int64, device=flat.device)
+        self._put("tg.hist", hist.scatter_add_(0, clipped, torch.ones_like(clipped)))
+        if t.dim() == 2 and call.input.dim() == 3 and t.shape[1] >= 8:
+            seq = t[:MAX_SEQUENCE_ROWS].long()
+            last = seq[:, -1]
+            trailing = (seq == last[:, None]).flip(1).int().cumprod(1).sum(1)
+            self._put("tg.seq_last", last)
+            self._put("tg.seq_run", trailing)
+
+    def _same_shape_parts(self, t: torch.Tensor, class_dim: int) -> None:
+        p = t if t.dtype.is_floating_point else t.to(torch.float32)
+        low, high = torch.aminmax(p)
+        self._put("pt.min", low)
+        self._put("pt.max", high)
+        sums = p.sum(dim=class_dim, dtype=torch.float32).reshape(-1)
+        tol = probability_tolerance(p.dtype)
+        self._put("pt.row_sum", torch.stack([sums.min(), sums.max()]))
+        off = ((sums - 1).abs() > tol) & (sums != 0)
+        self._put("pt.rows_off", off.sum())
+        self._put("pt.rows_zero", (sums == 0).sum())
+        self._put("pt.worst_row_sum", sums.gather(0, (sums - 1).abs().argmax().reshape(1)))
+        rows = sample_rows(p, class_dim, SAMPLE_ROWS)
+        binary = ((rows == 0) | (rows == 1)).all(1)
+        ones = (rows == 1).sum(1)
+        self._put("pt.sample_binary", binary.sum())
+        self._put("pt.sample_ones", torch.stack([ones.min(), ones.max()]))
+
+    # ------------------------------------------------------------------ read
+    def read(self, values: list[float]) -> Statistics:
+        got: dict[str, list[float]] = {}
+        offset = 0
+        for name, size in self._layout:
+            got[name] = values[offset : offset + size]
+            offset += size
+        stats = Statistics()
+        if "in.min" in got:
+            stats.input = self._read_input(got)
+        if "tg.ignored" in got:
+            stats.index_target = self._read_index_target(got)
+        if "pt.min" in got:
+            rows_total = self.call.target.numel() // max(self.call.n_classes or 1, 1)
+            stats.same_shape_target = SameShapeTargetStats(
+                min=got["pt.min"][0],
+                max=got["pt.max"][0],
+                rows_total=rows_total,
+                row_sum=tuple(got["pt.row_sum"]),
+                rows_off=int(got["pt.rows_off"][0]),
+                rows_zero=int(got["pt.rows_zero"][0]),
+                worst_row_sum=got["pt.worst_row_sum"][0],
+                rows_sampled=min(SAMPLE_ROWS, rows_total),
+                sample_binary_rows=int(got["pt.sample_binary"][0]),
+                sample_ones=tuple(int(v) for v in got["pt.sample_ones"]),
+            )
+        return stats
+
+    def _read_input(self, got: dict[str, list[float]]) -> InputStats:
+        x = self.call.input
+        n_classes = x.shape[self.call.presumed_class_dim]
+        rows_total = x.numel() // max(n_classes, 1)
+        rows = min(SAMPLE_ROWS, rows_total)
+        return InputStats(
+            numel=x.numel(),
+            min=got["in.min"][0],
+            max=got["in.max"][0],
+            rows_total=rows_total,
+            rows_sampled=rows,
+            row_sum=tuple(got["in.row_sum"]),
+            row_logsumexp=tuple(got["in.row_lse"]),
+            sample_zeros=int(got["in.sample_zeros"][0]),
+            sample_size=rows * n_classes,
+            row_spread=got["in.row_spread"][0],
+            other_dim_sums={
+                int(name.rsplit(".", 1)[1]): tuple(value)
+                for name, value in got.items()
+                if name.startswith("in.dim_sum.")
+            },
+        )
+
+    def _read_index_target(self, got: dict[str, list[float]]) -> IndexTargetStats:
+        numel = self.call.target.numel()
+        ignored = int(got["tg.ignored"][0])
+        has_valid = ignored < numel
+        return IndexTargetStats(
+            numel=numel,
+            ignored=ignored,
+            out_of_range=int(got["tg.out_of_range"][0]),
+            valid_min=got["tg.valid_min"][0] if has_valid else None,
+            valid_max=got["tg.valid_max"][0] if has_valid else None,
+            minus_one=int(got["tg.minus_one"][0]),
+            equal_to_n_classes=int(got["tg.eq_classes"][0]),
+            histogram=[int(v) for v in got["tg.hist"]],
+            fractional=int(got.get("tg.fractional", [0])[0]),
+            non_finite=int(got.get("tg.non_finite", [0])[0]),
+            sequence_last=[int(v) for v in got.get("tg.seq_last", [])],
+            sequence_run=[int(v) for v in got.get("tg.seq_run", [])],
+        )
+
+
+def gather_statistics(call: Call) -> Statistics:
+    """Compute and read back in one go: one host sync."""
+    plan = StatisticsPlan(call)
+    packed = plan.compute()
+    return plan.read(packed.tolist())
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _is_integer(t: torch.Tensor) -> bool:
+    return not t.dtype.is_floating_point and not t.dtype.is_complex and t.dtype != torch.bool
+
+
+def probability_tolerance(dtype: torch.dtype) -> float:
+    """How far from 1 a row of probabilities may sum and still count as normalised."""
+    return max(1e-2, 4 * torch.finfo(dtype).eps) if dtype.is_floating_point else 1e-2
+
+
+def sample_rows(x: torch.Tensor, dim: int, count: int) -> torch.Tensor:
+    """Up to `count` evenly spaced 1-D fibres of `x` along `dim`, as a (S, x.shape[dim]) tensor.
+
+    Deterministic (first and last fibre included) and copy-free apart from the S fibres.
+    """
+    moved = x.movedim(dim, -1)
+    outer = moved.shape[:-1]
+    n_rows = math.prod(outer)
+    if n_rows == 0:
+        return moved.reshape(0, moved.shape[-1])
+    if not outer:
+        return moved.unsqueeze(0)
+    picks = torch.linspace(0, n_rows - 1, min(count, n_rows), device=x.device).round().long()
+    index = torch.unravel_index(picks, tuple(outer))
+    return moved[index]

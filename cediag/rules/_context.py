@@ -1,0 +1,43 @@
+"""What a rule sees: the bound call, the statistics (value rules), the graph, and earlier findings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .._call import Call, dtype_name
+from .._graph import ActivationNode
+from .._report import Diagnostic, TensorEvidence
+from .._statistics import Statistics
+
+
+@dataclass
+class Context:
+    call: Call
+    activation: ActivationNode | None = None
+    stats: Statistics | None = None
+    found: list[Diagnostic] = field(default_factory=list)
+
+    def has_error(self) -> bool:
+        return any(d.severity.value == "error" for d in self.found)
+
+    def fired(self, slug: str) -> bool:
+        return any(d.rule == slug for d in self.found)
+
+
+def tensor_evidence(role: str, t: torch.Tensor) -> TensorEvidence:
+    return TensorEvidence(
+        role=role, shape=list(t.shape), dtype=dtype_name(t.dtype), device=str(t.device)
+    )
+
+
+def call_evidence(call: Call) -> list[TensorEvidence]:
+    return [tensor_evidence("input", call.input), tensor_evidence("target", call.target)]
+
+
+def fmt(value: float) -> str:
+    """A number for a message: integers without a fraction, others to 4 significant digits."""
+    if value != value or value in (float("inf"), float("-inf")):
+        return str(value)
+    return str(int(value)) if float(value).is_integer() else f"{value:.4g}"

@@ -1,0 +1,42 @@
+"""Second looks, taken only after the packed statistics found a problem: counts and positions.
+
+They scan in chunks along dim 0, so even on huge logits no full-size mask is materialised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+CHUNK_ELEMENTS = 1 << 22
+MAX_POSITIONS = 5
+
+
+def count_and_locate(
+    t: torch.Tensor, predicate: Callable[[torch.Tensor], torch.Tensor], limit: int = MAX_POSITIONS
+) -> tuple[int, list[list[int]]]:
+    """How many elements satisfy `predicate`, and the positions of the first `limit`."""
+    if t.numel() == 0:
+        return 0, []
+    if t.dim() == 0:
+        hit = bool(predicate(t))
+        return int(hit), [[]] if hit else []
+    per_row = max(t[0].numel(), 1)
+    step = max(1, CHUNK_ELEMENTS // per_row)
+    count, positions = 0, []
+    with torch.no_grad():
+        for start in range(0, t.shape[0], step):
+            mask = predicate(t[start : start + step])
+            count += int(mask.sum())
+            if len(positions) < limit:
+                for index in mask.nonzero()[: limit - len(positions)].tolist():
+                    index[0] += start
+                    positions.append(index)
+    return count, positions
+
+
+def first_positions(
+    t: torch.Tensor, predicate: Callable[[torch.Tensor], torch.Tensor], limit: int = MAX_POSITIONS
+) -> list[list[int]]:
+    return count_and_locate(t, predicate, limit)[1]

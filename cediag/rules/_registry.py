@@ -1,0 +1,101 @@
+"""The rule registry: each rule is one small function, registered with its code and docs.
+
+A rule's docstring is its documentation, in four sections (as ruff writes its rules):
+"What it does", "Why is this bad?", "Example", "Use instead". `cediag explain` and
+docs/rules.md are generated from it, so the docs cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from .._report import Evidence, Severity
+
+# structure: metadata only; values: after the statistics pass; final: the safety net, last.
+Phase = Literal["structure", "values", "final"]
+
+FAMILIES = {
+    "1": "Shape and layout",
+    "2": "Target dtype and values",
+    "3": "Logit values",
+    "4": "Options",
+}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """What a rule returns: the sentence with the numbers, the fix as code, the proof."""
+
+    message: str
+    fix: str
+    evidence: list[Evidence] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Rule:
+    code: str
+    slug: str
+    severity: Severity
+    phase: Phase
+    summary: str
+    function: Callable = field(repr=False, compare=False)
+
+    @property
+    def family(self) -> str:
+        return FAMILIES[self.code[2]]
+
+    @property
+    def sections(self) -> dict[str, str]:
+        """The docstring split into its titled sections ("What it does", ...)."""
+        return parse_sections(inspect.getdoc(self.function) or "")
+
+
+RULES: dict[str, Rule] = {}  # code -> Rule, in registration order
+
+
+def rule(code: str, slug: str, severity: str, phase: Phase, summary: str):
+    """Register a rule function under a stable code (CEfnn: f = family) and slug."""
+    if not re.fullmatch(r"CE[1-4]\d\d", code):
+        raise ValueError(f"bad rule code {code!r}")
+
+    def register(function: Callable) -> Callable:
+        if code in RULES or any(r.slug == slug for r in RULES.values()):
+            raise ValueError(f"rule {code}/{slug} registered twice")
+        RULES[code] = Rule(code, slug, Severity(severity), phase, summary, function)
+        return function
+
+    return register
+
+
+def find_rule(code_or_slug: str) -> Rule | None:
+    """Look a rule up by code (`CE101`, any case) or slug (`batch-size-mismatch`)."""
+    key = code_or_slug.strip()
+    if key.upper() in RULES:
+        return RULES[key.upper()]
+    return next((r for r in RULES.values() if r.slug == key.lower()), None)
+
+
+def select_rules(select: list[str] | None = None, ignore: list[str] | None = None) -> list[Rule]:
+    """Rules matching `select` (codes, code prefixes like `CE1`, or slugs) minus `ignore`."""
+
+    def matches(r: Rule, pattern: str) -> bool:
+        pattern = pattern.strip()
+        return r.code.startswith(pattern.upper()) or r.slug == pattern.lower()
+
+    chosen = [r for r in RULES.values() if not select or any(matches(r, p) for p in select)]
+    return [r for r in chosen if not ignore or not any(matches(r, p) for p in ignore)]
+
+
+_SECTION = re.compile(r"^## (.+)$", re.MULTILINE)
+
+
+def parse_sections(doc: str) -> dict[str, str]:
+    parts = _SECTION.split(doc)
+    sections = {"": parts[0].strip()}
+    for title, body in zip(parts[1::2], parts[2::2], strict=False):
+        sections[title.strip()] = body.strip()
+    return sections
