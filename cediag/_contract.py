@@ -72,11 +72,15 @@ def _index_target_rejection(call: Call) -> str | None:
         )
     if t.dtype not in INDEX_DTYPES:
         return f"expected target dtype to be Long or Byte, but got {dtype_name(t.dtype)}"
+    if t.dtype == torch.uint8 and w is not None and float(call.label_smoothing) > 0:
+        return "gather(): Expected dtype int32/int64 for index (uint8 target with weight and label_smoothing)"
     if x.dim() == 1:
         if t.dim() > 1:
             return "0D or 1D target tensor expected, multi-target not supported"
         if t.dim() == 1 and t.shape[0] != 1:
             return f"For 1D input, 1D target must have size 1, but got target size: {t.shape[0]}"
+        if t.dim() == 1 and float(call.label_smoothing) > 0:
+            return "output with shape [] doesn't match the broadcast shape [1] (label_smoothing needs a 0-d target for (C,) input)"
         return None
     if t.dim() == 0 or t.shape[0] != x.shape[0]:
         batch = 0 if t.dim() == 0 else t.shape[0]

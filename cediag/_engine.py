@@ -49,8 +49,13 @@ def check(
     )
     rules = select_rules(select, ignore)
     ctx = check_structure(call, rules)
-    plan, packed = start_statistics(call)
-    return finish(ctx, rules, plan, packed.tolist() if packed is not None else None)
+    try:
+        plan, packed = start_statistics(call)
+        values = packed.tolist() if packed is not None else None
+    except Exception as error:  # odd tensors (quantized, exotic dtypes): check the structure only
+        ctx.notes.append(f"values not checked: {type(error).__name__}: {error}")
+        plan, values = None, None
+    return finish(ctx, rules, plan, values)
 
 
 def check_structure(call: Call, rules: list[Rule] | None = None) -> Context:
@@ -101,7 +106,7 @@ def finish(
     if plan is not None and values is not None:
         ctx.stats = plan.read(values)
         _run(ctx, [r for r in rules if r.phase == "values"], notes)
-    elif ctx.call.tensors_ok:
+    elif ctx.call.tensors_ok and not ctx.notes:
         notes.append("values not checked: the tensors hold no readable data (meta device or dtype)")
     if ctx.call.tensors_ok:
         _run(ctx, [r for r in rules if r.phase == "final"], notes)
@@ -111,7 +116,7 @@ def finish(
         call=ctx.call.summary(),
         diagnostics=diagnostics,
         values_checked=ctx.stats is not None,
-        notes=notes + getattr(ctx, "notes", []),
+        notes=ctx.notes + notes,
     )
 
 
@@ -121,10 +126,7 @@ def _run(ctx: Context, rules: list[Rule], notes: list[str] | None = None) -> Non
             finding = rule.function(ctx)
         except Exception as error:  # a checker must never break the training step it guards
             message = f"rule {rule.code} {rule.slug} could not run: {type(error).__name__}: {error}"
-            if notes is not None:
-                notes.append(message)
-            else:
-                ctx.__dict__.setdefault("notes", []).append(message)
+            (ctx.notes if notes is None else notes).append(message)
             continue
         if finding is not None:
             ctx.found.append(

@@ -143,6 +143,7 @@ class StatisticsPlan:
         call = self.call
         flat = t.reshape(-1)
         if flat.dtype.is_floating_point:
+            flat = flat.double()
             finite = torch.isfinite(flat)
             self._put("tg.non_finite", (~finite).sum())
             safe = torch.where(finite, flat, torch.zeros((), dtype=flat.dtype, device=flat.device))

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import torch
 
 from .._call import Call, dtype_name
+from .._contract import torch_rejection
 from .._graph import ActivationNode
 from .._report import Diagnostic, TensorEvidence
 from .._statistics import Statistics
@@ -18,6 +20,12 @@ class Context:
     activation: ActivationNode | None = None
     stats: Statistics | None = None
     found: list[Diagnostic] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @cached_property
+    def rejection(self) -> str | None:
+        """What torch would say about the call's metadata, or None if it accepts it."""
+        return torch_rejection(self.call)
 
     def has_error(self) -> bool:
         return any(d.severity.value == "error" for d in self.found)

@@ -80,7 +80,9 @@ def batch_size_mismatch(ctx: Context) -> Finding | None:
     """
     call = ctx.call
     x, t = call.input, call.target
-    if not _index_call(call) or x.dim() < 2 or t.dim() == 0 or t.shape[0] == x.shape[0]:
+    if ctx.rejection is None or not _index_call(call) or x.dim() < 2 or t.dim() == 0:
+        return None
+    if t.shape[0] == x.shape[0]:
         return None
     if _explained_by_reshape(call):
         return None
@@ -131,7 +133,7 @@ def class_dim_last(ctx: Context) -> Finding | None:
     ```
     """
     call = ctx.call
-    if not looks_class_dim_last(call):
+    if ctx.rejection is None or not looks_class_dim_last(call):
         return None
     x = call.input
     n_classes = x.shape[-1]
@@ -189,7 +191,7 @@ def target_extra_dim(ctx: Context) -> Finding | None:
     ```
     """
     call = ctx.call
-    if not _index_call(call) or call.input.dim() == 0:
+    if ctx.rejection is None or not _index_call(call) or call.input.dim() == 0:
         return None
     t = call.target
     expected = expected_target_shape(call)
@@ -252,7 +254,7 @@ def input_extra_dim(ctx: Context) -> Finding | None:
     ```
     """
     call = ctx.call
-    dim = _input_extra_dim(call)
+    dim = _input_extra_dim(call) if ctx.rejection is not None else None
     if dim is None:
         return None
     return Finding(
@@ -291,7 +293,7 @@ def shape_mismatch(ctx: Context) -> Finding | None:
     call = ctx.call
     if ctx.has_error():
         return None
-    reason = torch_rejection(call)
+    reason = ctx.rejection
     if reason is None:
         return None
     x, t = call.input, call.target

@@ -294,9 +294,13 @@ def integer_dtype_unsupported(ctx: Context) -> Finding | None:
     t = call.target
     if call.probability_targets or t.dtype.is_floating_point or t.dtype.is_complex:
         return None
-    if t.dtype == torch.int64 or (t.dtype == torch.uint8 and call.input.dim() <= 2):
+    if t.dtype == torch.int64 or (t.dtype == torch.uint8 and ctx.rejection is None):
         return None
-    where = " with K-dimensional input" if t.dtype == torch.uint8 else ""
+    where = ""
+    if t.dtype == torch.uint8:
+        where = " with K-dimensional input" if call.input.dim() > 2 else " with weight and label_smoothing"
+        if call.input.dim() <= 2 and ctx.rejection is None:
+            return None
     return Finding(
         f"target {shape_str(t.shape)} is {dtype_name(t.dtype)}{where}; torch takes int64 class "
         "indices.",

@@ -1,0 +1,178 @@
+"""Differential tests against torch itself, on generated calls.
+
+Two properties hold for every generated (input, target, options):
+1. whenever F.cross_entropy (or F.nll_loss) raises, cediag reports at least one error;
+2. cediag never raises, and when torch accepts the call, no structure-phase rule calls it an
+   error unless the rule is one that flags a legal-but-certainly-wrong call (empty batch,
+   ignored label smoothing).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import cediag
+from cediag.rules import RULES
+
+FLOATS = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
+INTS = [torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8, torch.bool]
+# Structure rules that may call a call torch accepts an error: it runs, but is certainly wrong.
+LEGAL_BUT_WRONG = {"empty-batch", "label-smoothing-out-of-range", "single-class-output"}
+STRUCTURE_SLUGS = {r.slug for r in RULES.values() if r.phase in ("structure", "final")}
+
+
+def _make(shape, dtype, low, high, draw):
+    if dtype.is_floating_point:
+        t = torch.empty(shape, dtype=torch.float32).uniform_(low, high)
+        if draw(st.booleans()):
+            t = t.round()
+        return t.to(dtype)
+    if dtype == torch.bool:
+        return torch.randint(0, 2, shape).bool()
+    lo = max(low, torch.iinfo(dtype).min)
+    hi = min(high, torch.iinfo(dtype).max)
+    return torch.randint(int(lo), int(hi) + 1, shape).to(dtype)
+
+
+@st.composite
+def calls(draw):
+    torch.manual_seed(draw(st.integers(0, 2**16)))
+    ndim = draw(st.integers(0, 5))
+    shape = [draw(st.integers(0, 4)) for _ in range(ndim)]
+    in_dtype = draw(st.sampled_from(FLOATS * 3 + INTS[:2] + [torch.bool]))
+    x = _make(shape, in_dtype, -3, 3, draw)
+    n_classes = shape[1] if ndim >= 2 else (shape[0] if ndim == 1 else 1)
+
+    kind = draw(st.sampled_from(["index", "index", "probs", "mutated", "random"]))
+    if kind == "probs":
+        t_shape = list(shape)
+    elif kind == "index":
+        t_shape = [] if ndim <= 1 else [shape[0], *shape[2:]]
+        if ndim == 1 and draw(st.booleans()):
+            t_shape = [1]
+    elif kind == "mutated":
+        t_shape = [] if ndim <= 1 else [shape[0], *shape[2:]]
+        op = draw(st.sampled_from(["add", "drop", "resize", "unsqueeze"]))
+        if op == "add":
+            t_shape.insert(draw(st.integers(0, len(t_shape))), draw(st.integers(0, 3)))
+        elif op == "drop" and t_shape:
+            t_shape.pop(draw(st.integers(0, len(t_shape) - 1)))
+        elif op == "resize" and t_shape:
+            t_shape[draw(st.integers(0, len(t_shape) - 1))] = draw(st.integers(0, 4))
+        elif op == "unsqueeze":
+            t_shape.insert(1 if t_shape else 0, 1)
+    else:
+        t_shape = [draw(st.integers(0, 4)) for _ in range(draw(st.integers(0, 4)))]
+    t_dtype = draw(st.sampled_from([torch.int64] * 4 + INTS[1:] + FLOATS))
+    if t_dtype.is_floating_point and kind == "probs":
+        t = _make(t_shape, t_dtype, 0, 1, draw)
+    else:
+        t = _make(t_shape, t_dtype, -2, max(n_classes, 1) + 1, draw)
+        if t.numel() and t_dtype == torch.int64 and draw(st.booleans()):
+            t.view(-1)[0] = draw(st.sampled_from([-100, 255, -1]))
+
+    weight = None
+    if draw(st.integers(0, 3)) == 0:
+        w_len = draw(st.sampled_from([n_classes, n_classes, n_classes + 1]))
+        w_dtype = draw(st.sampled_from([in_dtype if in_dtype.is_floating_point else torch.float32, torch.float64]))
+        weight = torch.rand(max(w_len, 0)).to(w_dtype)
+        if draw(st.integers(0, 5)) == 0:
+            weight = weight.reshape(1, -1)
+    options = dict(
+        weight=weight,
+        ignore_index=draw(st.sampled_from([-100, -100, -1, 0, 1, 255])),
+        reduction=draw(st.sampled_from(["mean", "sum", "none"])),
+        label_smoothing=draw(st.sampled_from([0.0, 0.0, 0.1, 1.0, 1.5, -0.1])),
+    )
+    return x, t, options
+
+
+def _torch_raises(fn, x, t, options) -> bool:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fn(x, t, **options)
+    except Exception:
+        return True
+    return False
+
+
+def _assert_agrees_with_torch(x, t, options, loss="cross_entropy"):
+    fn = F.cross_entropy if loss == "cross_entropy" else F.nll_loss
+    torch_options = dict(options)
+    if loss == "nll":
+        torch_options.pop("label_smoothing", None)
+    raises = _torch_raises(fn, x, t, torch_options)
+    report = cediag.check(x, t, loss=loss, **options)
+    assert report.notes == [], report.notes
+    described = f"\ninput {tuple(x.shape)} {x.dtype}, target {tuple(t.shape)} {t.dtype}, {options}\n{report}"
+    if raises:
+        assert not report.ok, "torch raises but cediag found no error" + described
+    elif x.numel() and t.numel():  # on empty tensors torch skips some checks: no claim there
+        wrong = {d.rule for d in report.errors} & (STRUCTURE_SLUGS - LEGAL_BUT_WRONG)
+        assert not wrong, f"torch accepts but cediag calls the structure wrong: {wrong}" + described
+
+
+@settings(max_examples=2000, deadline=None, suppress_health_check=list(HealthCheck))
+@given(calls())
+def test_cross_entropy_errors_match_torch(call):
+    x, t, options = call
+    _assert_agrees_with_torch(x, t, options)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@given(calls())
+def test_nll_loss_errors_match_torch(call):
+    x, t, options = call
+    options["label_smoothing"] = 0.0
+    _assert_agrees_with_torch(x, t, options, loss="nll")
+
+
+@pytest.mark.parametrize(
+    "x, t, options",
+    [
+        (torch.randn(3), torch.tensor([1]), {}),
+        (torch.randn(3), torch.tensor(1, dtype=torch.uint8), {}),
+        (torch.randn(2, 0, 4), torch.zeros(2, 4, dtype=torch.long), {}),
+        (torch.randn(0, 3, 4), torch.zeros(0, 5, dtype=torch.long), {}),
+        (torch.randn(2, 3), torch.rand(2, 3), {"ignore_index": 0}),
+        (torch.randn(2, 3), torch.rand(2, 3), {"weight": torch.ones(3, dtype=torch.float64)}),
+        (torch.randn(2, 3).half(), torch.tensor([0, 1]), {"weight": torch.ones(3)}),
+        (torch.randn(2, 3, 4, 5), torch.zeros(2, 1, 4, 5, dtype=torch.long), {}),
+        (torch.randn(4, 3), torch.tensor([0, 1, 2, 0]), {"ignore_index": 1.5}),
+        (torch.randn(4, 3), torch.tensor([0, 1, 2, 0]), {"reduction": "avg"}),
+    ],
+)
+def test_known_corner_cases_match_torch(x, t, options):
+    _assert_agrees_with_torch(x, t, options)
+
+
+def test_weight_dtype_is_fine_under_autocast():
+    logits = torch.randn(4, 3).bfloat16()
+    target = torch.tensor([0, 1, 2, 0])
+    weight = torch.ones(3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        F.cross_entropy(logits, target, weight=weight)  # torch accepts: autocast casts to fp32
+        assert cediag.check(logits, target, weight=weight).ok
+    assert cediag.check(logits, target, weight=weight).by_rule("weight-dtype-mismatch")
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        [0, 1],
+        None,
+        3,
+        torch.randn(4, 3).to_sparse(),
+    ],
+)
+def test_check_never_raises_on_odd_arguments(bad):
+    report = cediag.check(torch.randn(4, 3), bad)
+    assert not report.ok
+    assert report.by_rule("not-a-tensor")
