@@ -1,0 +1,72 @@
+"""Reproducer dumps: the (input, target, options) of a failing call, saved to share or re-check.
+
+Format (read back by `cediag.load` and `cediag check`):
+- `<stem>.safetensors` with tensors `input`, `target` and, when given, `weight` (detached,
+  contiguous CPU copies) and string metadata `cediag_dump="1"`, `ignore_index`, `reduction`,
+  `label_smoothing`, `loss`;
+- `<stem>.json`: {"schema_version": 1, "options": {...}, "report": <Report as JSON>,
+  "call_site": "file.py:123"}.
+
+Copying is fine here: a dump is written on the failure path only.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ._call import Call
+from ._report import Report
+
+DUMP_SCHEMA_VERSION = 1
+
+
+def _cpu_copy(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().to("cpu", copy=True).contiguous()
+
+
+def dump_options(call: Call) -> dict[str, Any]:
+    return {
+        "ignore_index": call.ignore_index if isinstance(call.ignore_index, int) else -100,
+        "reduction": str(call.reduction),
+        "label_smoothing": float(call.label_smoothing)
+        if isinstance(call.label_smoothing, (int, float))
+        else 0.0,
+        "loss": call.loss,
+    }
+
+
+def write_dump(directory: str | Path, stem: str, call: Call, report: Report, site: str) -> Path:
+    """Write `<directory>/<stem>.safetensors` and its JSON sidecar; return the .safetensors path.
+
+    Raises ValueError when the arguments cannot be saved (not tensors, or meta tensors).
+    """
+    from safetensors.torch import save_file
+
+    tensors = {"input": call.input, "target": call.target}
+    if isinstance(call.weight, torch.Tensor):
+        tensors["weight"] = call.weight
+    for role, t in tensors.items():
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"cannot save {role}: a {type(t).__name__}, not a tensor")
+        if t.is_meta:
+            raise ValueError(f"cannot save {role}: a meta tensor holds no data")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", stem).strip("_.") or "cediag-dump"
+    path = directory / f"{stem}.safetensors"
+    options = dump_options(call)
+    metadata = {"cediag_dump": "1", **{key: str(value) for key, value in options.items()}}
+    save_file({k: _cpu_copy(v) for k, v in tensors.items()}, str(path), metadata=metadata)
+    sidecar = {
+        "schema_version": DUMP_SCHEMA_VERSION,
+        "options": options,
+        "report": report.model_dump(mode="json"),
+        "call_site": site,
+    }
+    path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
+    return path

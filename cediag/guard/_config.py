@@ -1,0 +1,135 @@
+"""Guard options: one set of names for `wrap`, `checked` and `watch`, a context-local default
+set by `configure(...)`, and the `CEDIAG_DISABLE` switch.
+
+No module-level mutable singleton: the default lives in a ContextVar, so `configure()` inside a
+thread or an asyncio task changes that context only.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from .._report import Severity
+
+OnError = Literal["raise", "warn", "log"]
+Sync = Literal["eager", "deferred"]
+ENV_DISABLE = "CEDIAG_DISABLE"
+
+
+@dataclass(frozen=True)
+class GuardOptions:
+    """What a guarded loss does with its inputs.
+
+    on_error: "raise" a CrossEntropyInputError before the loss runs, "warn" with a CediagWarning,
+        or "log" through the `cediag` logger. Applies to findings of `fail_on` severity or worse;
+        milder warnings are warned (raise/warn) or logged (log) once, and infos go to the summary.
+    fail_on: the least severity `on_error` acts on ("error" by default; "warning" makes
+        warnings raise too).
+    first, every: the schedule. The first `first` calls at a call site get the full check, then
+        every `every`-th call. Metadata-only (structure) checks run on every call.
+    sync: "eager" reads the statistics back with one transfer per check (data errors raise
+        before the loss runs); "deferred" copies them without blocking and reads them on a later
+        call or at `cediag.summary()` (no host sync on the training path).
+    dump_dir: where to save a reproducer (.safetensors + .json) the first time a check fails at a
+        call site.
+    select, ignore: rule codes, prefixes or slugs, as for `cediag.check`.
+    enabled: False turns the guard off (so does CEDIAG_DISABLE=1).
+    """
+
+    on_error: OnError = "raise"
+    fail_on: Severity = Severity.error
+    first: int = 10
+    every: int = 100
+    sync: Sync = "eager"
+    dump_dir: Path | None = None
+    select: tuple[str, ...] | None = None
+    ignore: tuple[str, ...] | None = None
+    enabled: bool = True
+
+    def __post_init__(self) -> None:
+        if self.on_error not in ("raise", "warn", "log"):
+            raise ValueError(
+                f"Expected `on_error` to be 'raise', 'warn' or 'log', but got {self.on_error!r}"
+            )
+        if self.sync not in ("eager", "deferred"):
+            raise ValueError(f"Expected `sync` to be 'eager' or 'deferred', but got {self.sync!r}")
+        object.__setattr__(self, "fail_on", Severity(self.fail_on))
+        if not isinstance(self.first, int) or self.first < 0:
+            raise ValueError(f"Expected `first` to be an int >= 0, but got {self.first!r}")
+        if not isinstance(self.every, int) or self.every < 0:
+            raise ValueError(
+                f"Expected `every` to be an int >= 0 (0: never after `first`), but got {self.every!r}"
+            )
+        if self.dump_dir is not None:
+            object.__setattr__(self, "dump_dir", Path(self.dump_dir))
+        for name in ("select", "ignore"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                value = (value,)
+            object.__setattr__(self, name, None if value is None else tuple(value))
+
+    def full_check(self, n: int) -> bool:
+        """Whether call number `n` (1-based) at a call site gets the full (values) check."""
+        if n <= self.first:
+            return True
+        return self.every > 0 and (n - self.first) % self.every == 0
+
+
+FIELDS = frozenset(f.name for f in dataclasses.fields(GuardOptions))
+
+_BASE = GuardOptions()
+_DEFAULT: contextvars.ContextVar[GuardOptions | None] = contextvars.ContextVar(
+    "cediag_guard_options", default=None
+)
+
+
+def validate_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
+    """Reject unknown option names at wrap time, and check the values by building the options."""
+    unknown = sorted(set(overrides) - FIELDS)
+    if unknown:
+        raise TypeError(f"unknown cediag option(s): {', '.join(unknown)}; known: {sorted(FIELDS)}")
+    dataclasses.replace(current_options(), **overrides)
+    return dict(overrides)
+
+
+def resolve(overrides: dict[str, Any]) -> GuardOptions:
+    """The context's default with an entry point's own options on top."""
+    base = _DEFAULT.get() or _BASE
+    return dataclasses.replace(base, **overrides) if overrides else base
+
+
+def disabled_by_env() -> bool:
+    """CEDIAG_DISABLE, parsed strictly: unset, "" or "0" -> on; "1" -> off; anything else errors."""
+    value = os.environ.get(ENV_DISABLE, "")
+    if value in ("", "0"):
+        return False
+    if value == "1":
+        return True
+    raise ValueError(f"Expected {ENV_DISABLE} to be '0' or '1', but got {value!r}")
+
+
+class configure:
+    """Set the default guard options for the current context.
+
+    `cediag.configure(on_error="warn")` changes the default from here on (in this thread or
+    task); `with cediag.configure(on_error="warn"): ...` restores the previous default on exit.
+    """
+
+    def __init__(self, **options: Any):
+        validate_overrides(options)
+        self._token = _DEFAULT.set(dataclasses.replace(current_options(), **options))
+
+    def __enter__(self) -> GuardOptions:
+        return current_options()
+
+    def __exit__(self, *exc: object) -> None:
+        _DEFAULT.reset(self._token)
+
+
+def current_options() -> GuardOptions:
+    return _DEFAULT.get() or _BASE
