@@ -46,7 +46,7 @@ def torch_rejection(call: Call) -> str | None:
         return "input must have at least 1 dimension"
     if x.dtype not in FLOAT_DTYPES:
         return f"log_softmax is not implemented for {dtype_name(x.dtype)} input"
-    if w is not None and (w.dim() != 1 or w.numel() != call.n_classes):
+    if w is not None and not weight_shape_ok(call):
         return (
             f"weight tensor should be defined either for all {call.n_classes} classes "
             f"or no classes but got weight tensor of shape: {list(w.shape)}"
@@ -99,3 +99,17 @@ def _index_target_rejection(call: Call) -> str | None:
     if x.dim() != 4 and x.numel() == 0 and t.numel() > 0:
         return f"input of shape {shape_str(x.shape)} has no elements to view against the target"
     return None
+
+
+def weight_shape_ok(call: Call) -> bool:
+    """torch wants a (C,) weight; the K-dim index path (nll_loss2d, no label smoothing) only
+    checks its numel."""
+    w = call.weight
+    if w is None:
+        return True
+    smoothing = (
+        float(call.label_smoothing) if isinstance(call.label_smoothing, (int, float)) else 0.0
+    )
+    if not call.probability_targets and call.input.dim() >= 3 and not smoothing > 0:
+        return w.numel() == call.n_classes
+    return w.dim() == 1 and w.numel() == call.n_classes

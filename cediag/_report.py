@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field
+from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
 
 SCHEMA_VERSION = 1
 
@@ -147,6 +147,14 @@ class Report(_Frozen):
     values_checked: bool = True
     notes: list[str] = Field(default_factory=list)  # what could not be checked, and why
     source: str | None = None  # where the tensors came from (a file, a call site)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _ignore_computed_ok(cls, data):
+        # `ok` is derived from the diagnostics; accept it in JSON read back, never trust it.
+        if isinstance(data, dict) and "ok" in data:
+            data = {key: value for key, value in data.items() if key != "ok"}
+        return data
 
     @computed_field  # type: ignore[prop-decorator]
     @property

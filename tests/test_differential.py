@@ -80,7 +80,11 @@ def calls(draw):
     weight = None
     if draw(st.integers(0, 3)) == 0:
         w_len = draw(st.sampled_from([n_classes, n_classes, n_classes + 1]))
-        w_dtype = draw(st.sampled_from([in_dtype if in_dtype.is_floating_point else torch.float32, torch.float64]))
+        w_dtype = draw(
+            st.sampled_from(
+                [in_dtype if in_dtype.is_floating_point else torch.float32, torch.float64]
+            )
+        )
         weight = torch.rand(max(w_len, 0)).to(w_dtype)
         if draw(st.integers(0, 5)) == 0:
             weight = weight.reshape(1, -1)

@@ -7,6 +7,7 @@ import math
 import torch
 
 from .._call import REDUCTIONS, dtype_name, shape_str
+from .._contract import weight_shape_ok
 from .._report import OptionEvidence
 from ._context import Context, tensor_evidence
 from ._registry import Finding, rule
@@ -45,7 +46,7 @@ def weight_shape_mismatch(ctx: Context) -> Finding | None:
             f"weight is a {type(w).__name__}; it must be a ({n},) float tensor.",
             f"weight=torch.as_tensor(weight, dtype=logits.dtype)  # shape ({n},)",
         )
-    if w.dim() == 1 and w.numel() == n:
+    if weight_shape_ok(call):
         return None
     fix = (
         f"weight.reshape({n})"
@@ -235,7 +236,7 @@ def weight_dtype_mismatch(ctx: Context) -> Finding | None:
         return None
     if call.autocast and w.dtype.is_floating_point:
         return None
-    if w.dim() != 1 or w.numel() != call.n_classes:
+    if not weight_shape_ok(call):
         return None  # weight-shape-mismatch speaks first
     return Finding(
         f"weight is {dtype_name(w.dtype)} but input is {dtype_name(call.input.dtype)}: torch "

@@ -298,7 +298,11 @@ def integer_dtype_unsupported(ctx: Context) -> Finding | None:
         return None
     where = ""
     if t.dtype == torch.uint8:
-        where = " with K-dimensional input" if call.input.dim() > 2 else " with weight and label_smoothing"
+        where = (
+            " with K-dimensional input"
+            if call.input.dim() > 2
+            else " with weight and label_smoothing"
+        )
         if call.input.dim() <= 2 and ctx.rejection is None:
             return None
     return Finding(
