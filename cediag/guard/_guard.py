@@ -25,7 +25,13 @@ from .._dump import write_dump
 from .._report import CrossEntropyInputError, Diagnostic, Report, Severity
 from ..rules import Rule, select_rules
 from ..rules._context import Context
-from ._config import GuardOptions, disabled_by_env, resolve, validate_overrides
+from ._config import (
+    GuardOptions,
+    current_options,
+    disabled_by_env,
+    resolve,
+    validate_overrides,
+)
 from ._summary import COLLECTOR, GuardSummary
 
 logger = logging.getLogger("cediag")
@@ -205,9 +211,21 @@ class Guard:
         self.sink = sink
         self._counts: dict[str, int] = {}
         self._lock = threading.Lock()
+        self._resolved: tuple[GuardOptions | None, GuardOptions | None] = (None, None)
 
     def options(self) -> GuardOptions:
-        return resolve(self.overrides)
+        """The context's default with this entry point's options on top (cached per default)."""
+        base = current_options()
+        cached_base, resolved = self._resolved
+        if cached_base is not base or resolved is None:
+            resolved = resolve(self.overrides)
+            self._resolved = (base, resolved)
+        return resolved
+
+    def active(self) -> GuardOptions | None:
+        """The options to check with, or None when the guard is off (option or CEDIAG_DISABLE)."""
+        opts = self.options()
+        return opts if opts.enabled and not disabled_by_env() else None
 
     def before_loss(
         self,
@@ -216,12 +234,13 @@ class Guard:
         *,
         criterion: Any = None,
         loss: str = "cross_entropy",
+        guard_options: GuardOptions | None = None,
         **options: Any,
     ) -> None:
         """Check one call before the loss runs. Raises only CrossEntropyInputError, and only
-        when `on_error="raise"`."""
-        opts = resolve(self.overrides)
-        if not opts.enabled or disabled_by_env():
+        when `on_error="raise"`. `guard_options`: from `active()`, when the caller has them."""
+        opts = guard_options or self.active()
+        if opts is None:
             return
         site = call_site(2)
         with self._lock:

@@ -43,9 +43,12 @@ def _patched(name: str, original: Any) -> Any:
         guard = _ACTIVE.get()
         if guard is None or _IN_LOSS.get():
             return original(*args, **kwargs)
+        opts = guard.active()
+        if opts is None:
+            return original(*args, **kwargs)
         bound = binder.bind(args, kwargs)
         if bound is not None:
-            guard.before_loss(bound[0], bound[1], loss=loss, **bound[2])
+            guard.before_loss(bound[0], bound[1], loss=loss, guard_options=opts, **bound[2])
         token = _IN_LOSS.set(True)
         try:
             return original(*args, **kwargs)

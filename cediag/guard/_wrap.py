@@ -40,9 +40,14 @@ def _guarded(
     def guarded(*args: Any, **kwargs: Any) -> Any:
         if is_compiling() or _IN_LOSS.get():
             return function(*args, **kwargs)
+        opts = guard.active()
+        if opts is None:
+            return function(*args, **kwargs)
         bound = binder.bind(args, kwargs)
         if bound is not None:
-            guard.before_loss(bound[0], bound[1], criterion=criterion, loss=loss, **bound[2])
+            guard.before_loss(
+                bound[0], bound[1], criterion=criterion, loss=loss, guard_options=opts, **bound[2]
+            )
         token = _IN_LOSS.set(True)  # the F.cross_entropy inside is not checked again by watch()
         try:
             return function(*args, **kwargs)

@@ -1,0 +1,106 @@
+"""What `cediag.watch()` costs a training step, and the two ways to intercept the loss.
+
+    python benchmarks/watch_overhead.py [--steps 2000] [--threads 1]
+
+Times one small training step (MLP 784-256-10, batch 64, SGD) in five settings:
+  baseline          no cediag at all
+  patch, off        watch() installed, guard disabled: the interception alone
+  mode, off         a TorchFunctionMode that only looks for cross_entropy: the alternative
+  watch, schedule   watch() with its default schedule (full check on 10 calls, then every 100th;
+                    metadata checks every call)
+  watch, every=1    watch(every=1): the full check on every call
+Reports the median of several rounds, in microseconds per step, and the difference to baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+
+import cediag
+
+
+class LossOnlyMode(TorchFunctionMode):
+    """The TorchFunctionMode alternative: sees every torch call, acts on cross_entropy only."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is F.cross_entropy:
+            pass  # a check would go here
+        return func(*args, **kwargs)
+
+
+def make_step():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    x = torch.randn(64, 784)
+    t = torch.randint(0, 10, (64,))
+    criterion = nn.CrossEntropyLoss()
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = criterion(model(x), t)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def time_steps(step, steps: int, rounds: int) -> float:
+    for _ in range(50):
+        step()
+    per_round = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        per_round.append((time.perf_counter() - start) / steps * 1e6)
+    return statistics.median(per_round)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    step = make_step()
+
+    def run(name, context_factory):
+        cediag.summary(clear=True)
+        if context_factory is None:
+            us = time_steps(step, args.steps, args.rounds)
+        else:
+            with context_factory():
+                us = time_steps(step, args.steps, args.rounds)
+        return name, us
+
+    results = []
+    # Interleave rounds of all settings twice so drift affects them alike.
+    for _ in range(2):
+        results.append(run("baseline", None))
+        results.append(run("patch, off", lambda: cediag.watch(enabled=False)))
+        results.append(run("mode, off", LossOnlyMode))
+        results.append(run("watch, schedule", cediag.watch))
+        results.append(run("watch, every=1", lambda: cediag.watch(every=1)))
+    best: dict[str, float] = {}
+    for name, us in results:
+        best[name] = min(us, best.get(name, float("inf")))
+    base = best["baseline"]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {args.steps} steps")
+    for name, us in best.items():
+        print(
+            f"  {name:<16} {us:8.1f} us/step  {us - base:+7.1f} us  {100 * (us / base - 1):+6.2f}%"
+        )
+
+
+if __name__ == "__main__":
+    main()
