@@ -81,13 +81,13 @@ def _uninstall() -> None:
 
 
 @contextlib.contextmanager
-def watch(**options: Any) -> Iterator[Guard]:
+def watch(*, _sink: Any = None, **options: Any) -> Iterator[Guard]:
     """Check every cross-entropy / NLL call made in this block (this thread or task only).
 
     Takes the same options as `wrap`. Blocks nest: the innermost block's options apply. Read
     the findings with `cediag.summary()`.
     """
-    guard = Guard(options)
+    guard = Guard(options, sink=_sink)
     _install()
     token = _ACTIVE.set(guard)
     try:

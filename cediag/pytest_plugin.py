@@ -1,0 +1,71 @@
+"""pytest plugin: `pytest --cediag` checks every cross-entropy call the tests make.
+
+Each test runs inside `cediag.watch()`; a test whose calls have errors (or worse than
+`--cediag-fail-on`) fails with the report, and a summary of all findings prints at the end.
+Opt out per test with `@pytest.mark.no_cediag`. Nothing is imported from torch or cediag's
+guard until `--cediag` is given.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("cediag", "cross-entropy input checks")
+    group.addoption(
+        "--cediag",
+        action="store_true",
+        default=False,
+        help="check every F.cross_entropy / F.nll_loss call made by the tests",
+    )
+    group.addoption(
+        "--cediag-fail-on",
+        choices=("error", "warning", "info"),
+        default="error",
+        help="least severity that fails the test making the call (default: error)",
+    )
+    group.addoption(
+        "--cediag-every",
+        type=int,
+        default=1,
+        help="full check on every N-th call at a site (default: 1, every call)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "no_cediag: do not check cross-entropy calls in this test")
+    if config.getoption("--cediag", default=False):
+        config.pluginmanager.register(_CediagPlugin(config), "cediag-checks")
+
+
+class _CediagPlugin:
+    def __init__(self, config: pytest.Config):
+        from cediag import guard
+
+        self.guard = guard
+        self.fail_on = config.getoption("--cediag-fail-on")
+        self.every = config.getoption("--cediag-every")
+        guard.summary(clear=True)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_call(self, item: pytest.Item):
+        if item.get_closest_marker("no_cediag") is not None:
+            return (yield)
+        from cediag.guard._watch import watch
+
+        failing: list = []
+        # on_error="log": the test runs as it would without the plugin; findings that matter
+        # fail it afterwards, with the report.
+        with watch(on_error="log", fail_on=self.fail_on, every=self.every, _sink=failing.append):
+            result = yield
+        if failing:
+            reports = "\n\n".join(str(report) for report in failing[:5])
+            more = f"\n... and {len(failing) - 5} more" if len(failing) > 5 else ""
+            pytest.fail(f"cediag found problems in cross-entropy calls:\n{reports}{more}", False)
+        return result
+
+    def pytest_terminal_summary(self, terminalreporter) -> None:
+        summary = self.guard.summary()
+        terminalreporter.write_sep("=", "cediag summary")
+        terminalreporter.write_line(str(summary))
