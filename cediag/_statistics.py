@@ -283,15 +283,32 @@ def probability_tolerance(dtype: torch.dtype) -> float:
 def sample_rows(x: torch.Tensor, dim: int, count: int) -> torch.Tensor:
     """Up to `count` evenly spaced 1-D fibres of `x` along `dim`, as a (S, x.shape[dim]) tensor.
 
-    Deterministic (first and last fibre included) and copy-free apart from the S fibres.
+    Deterministic (first and last fibre included), reads only the S fibres, and never copies
+    `x`: `index_select` on a view when the other dims merge into one, else S integer-indexed
+    views stacked (advanced indexing is ~30x slower than either on large CPU tensors).
     """
     moved = x.movedim(dim, -1)
     outer = moved.shape[:-1]
     n_rows = math.prod(outer)
     if n_rows == 0:
-        return moved.reshape(0, moved.shape[-1])
+        return moved.new_empty((0, moved.shape[-1]))
     if not outer:
         return moved.unsqueeze(0)
-    picks = torch.linspace(0, n_rows - 1, min(count, n_rows), device=x.device).round().long()
-    index = torch.unravel_index(picks, tuple(outer))
-    return moved[index]
+    size = min(count, n_rows)
+    try:
+        rows = moved.view(n_rows, moved.shape[-1])
+    except RuntimeError:  # the other dims do not merge into one without a copy
+        rows = None
+    if rows is not None:
+        picks = torch.linspace(0, n_rows - 1, size, device=x.device).round().long()
+        return rows.index_select(0, picks)
+    steps = [round(i * (n_rows - 1) / max(size - 1, 1)) for i in range(size)]
+    return torch.stack([moved[_unravel(step, outer)] for step in steps])
+
+
+def _unravel(flat: int, shape: tuple[int, ...]) -> tuple[int, ...]:
+    coords = []
+    for size in reversed(shape):
+        flat, coord = divmod(flat, size)
+        coords.append(coord)
+    return tuple(reversed(coords))
