@@ -1,0 +1,65 @@
+"""The example training scripts: each mistake is caught under watch(), each fixed version is
+silent. Run in-process through run_script (what `cediag run` does)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import cediag
+from cediag._runner import run_script
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+CASES = [
+    # script, rule found on the buggy version, exit code of the buggy version
+    ("mnist_classifier.py", "CE301", 0),
+    ("sequence_model.py", "CE210", 0),
+    ("segmentation.py", "CE208", 1),  # torch then stops: Target 255 is out of bounds
+]
+
+
+@pytest.mark.parametrize(("script", "code", "exit_code"), CASES)
+def test_mistake_is_caught(script, code, exit_code, capsys):
+    with pytest.warns(cediag.CediagWarning, match=code):
+        assert run_script(str(EXAMPLES / script), []) == exit_code
+    summary = cediag.summary(clear=True)
+    assert [e.code for e in summary.entries] == [code]
+    assert f"{code} " in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("script", [case[0] for case in CASES])
+def test_fixed_version_is_silent(script, capsys):
+    assert run_script(str(EXAMPLES / script), ["--fixed"]) == 0
+    summary = cediag.summary(clear=True)
+    assert summary.entries == [] and summary.calls > 0 and summary.notes == []
+    assert "no findings" in capsys.readouterr().err
+
+
+def _cli_has_run() -> bool:
+    cli = Path(cediag.__file__).parent / "cli.py"
+    return cli.exists() and "run_script" in cli.read_text()
+
+
+@pytest.mark.skipif(not _cli_has_run(), reason="the CLI's `run` command is not in this build")
+def test_python_m_cediag_run(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cediag",
+            "run",
+            str(EXAMPLES / "mnist_classifier.py"),
+            "--epochs",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "epoch 0" in result.stdout
+    assert "CE301 softmax-applied" in result.stderr
