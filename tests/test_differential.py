@@ -180,3 +180,33 @@ def test_check_never_raises_on_odd_arguments(bad):
     report = cediag.check(torch.randn(4, 3), bad)
     assert not report.ok
     assert report.by_rule("not-a-tensor")
+
+
+def _odd_tensors():
+    base = torch.randn(4, 6, 5)
+    yield "non-contiguous", base.transpose(1, 2), torch.randint(0, 5, (4, 6))
+    yield "expanded (zero strides)", torch.randn(1, 6, 1).expand(4, 6, 5), torch.randint(0, 6, (4, 5))
+    yield "channels_last", torch.randn(2, 3, 4, 4).to(memory_format=torch.channels_last), torch.randint(0, 3, (2, 4, 4))
+    yield "requires grad", torch.randn(4, 6, requires_grad=True), torch.randint(0, 6, (4,))
+    yield "complex", torch.randn(4, 6, dtype=torch.cfloat), torch.randint(0, 6, (4,))
+    yield "float8", torch.randn(4, 6).to(torch.float8_e4m3fn), torch.randint(0, 6, (4,))
+    yield "uint16 target", torch.randn(4, 6), torch.randint(0, 6, (4,)).to(torch.uint16)
+    yield "complex target", torch.randn(4, 6), torch.randn(4, 6, dtype=torch.cfloat)
+    yield "huge values", torch.full((4, 6), 3e38), torch.tensor([0, 1, 2, 3])
+    yield "int64 extremes in target", torch.randn(4, 6), torch.tensor([2**63 - 1, -(2**63), 0, 1])
+    yield "0-d both", torch.tensor(1.0), torch.tensor(0)
+    yield "meta", torch.empty(4, 6, device="meta"), torch.empty(4, dtype=torch.long, device="meta")
+    yield "inference tensor", *_inference_pair()
+
+
+def _inference_pair():
+    with torch.inference_mode():
+        return torch.randn(4, 6), torch.randint(0, 6, (4,))
+
+
+@pytest.mark.parametrize("name, x, t", list(_odd_tensors()), ids=lambda v: v if isinstance(v, str) else "")
+def test_check_never_raises_on_odd_tensors(name, x, t):
+    report = cediag.check(x, t)
+    if _torch_raises(F.cross_entropy, x, t, {}):
+        assert not report.ok, f"{name}: torch raises\n{report}"
+    assert str(report)
