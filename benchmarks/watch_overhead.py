@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+import timeit
 
 import torch
 import torch.nn as nn
@@ -83,23 +84,54 @@ def main() -> None:
                 us = time_steps(step, args.steps, args.rounds)
         return name, us
 
-    results = []
-    # Interleave rounds of all settings twice so drift affects them alike.
-    for _ in range(2):
-        results.append(run("baseline", None))
-        results.append(run("patch, off", lambda: cediag.watch(enabled=False)))
-        results.append(run("mode, off", LossOnlyMode))
-        results.append(run("watch, schedule", cediag.watch))
-        results.append(run("watch, every=1", lambda: cediag.watch(every=1)))
+    settings = {
+        "baseline": None,
+        "patch, off": lambda: cediag.watch(enabled=False),
+        "mode, off": LossOnlyMode,
+        "watch, schedule": cediag.watch,
+        "watch, every=1": lambda: cediag.watch(every=1),
+    }
     best: dict[str, float] = {}
-    for name, us in results:
-        best[name] = min(us, best.get(name, float("inf")))
+    # Alternate the settings round by round and keep each one's best round, so that load from
+    # other processes on a shared machine affects them alike.
+    for _ in range(args.rounds):
+        for name, factory in settings.items():
+            _, us = run(name, factory)
+            best[name] = min(us, best.get(name, float("inf")))
     base = best["baseline"]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {args.steps} steps")
     for name, us in best.items():
         print(
             f"  {name:<16} {us:8.1f} us/step  {us - base:+7.1f} us  {100 * (us / base - 1):+6.2f}%"
         )
+    micro()
+
+
+def micro() -> None:
+    """Per-call costs, which whole-step timings on a busy machine blur."""
+    x, t, y = torch.randn(64, 10), torch.randint(0, 10, (64,)), torch.randn(64, 64)
+
+    def per_call(f, n=20000):
+        return min(timeit.repeat(f, number=n, repeat=5)) / n * 1e6
+
+    ce = per_call(lambda: F.cross_entropy(x, t))
+    mm = per_call(lambda: y @ y)
+    with cediag.watch(enabled=False):
+        ce_patch = per_call(lambda: F.cross_entropy(x, t))
+        mm_patch = per_call(lambda: y @ y)
+    with LossOnlyMode():
+        ce_mode = per_call(lambda: F.cross_entropy(x, t))
+        mm_mode = per_call(lambda: y @ y)
+    with cediag.watch(first=0, every=0):
+        ce_structure = per_call(lambda: F.cross_entropy(x, t), 5000)
+    with cediag.watch(every=1):
+        ce_full = per_call(lambda: F.cross_entropy(x, t), 1000)
+    print("per call (us): plain / patched / TorchFunctionMode")
+    print(f"  F.cross_entropy (64, 10)  {ce:6.2f} / {ce_patch:6.2f} / {ce_mode:6.2f}")
+    print(f"  other op (64x64 matmul)   {mm:6.2f} / {mm_patch:6.2f} / {mm_mode:6.2f}")
+    print(
+        f"  cross_entropy under watch: metadata checks {ce_structure:.1f}, full check {ce_full:.1f}"
+    )
 
 
 if __name__ == "__main__":
