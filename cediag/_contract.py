@@ -72,8 +72,14 @@ def _index_target_rejection(call: Call) -> str | None:
         )
     if t.dtype not in INDEX_DTYPES:
         return f"expected target dtype to be Long or Byte, but got {dtype_name(t.dtype)}"
-    if t.dtype == torch.uint8 and w is not None and float(call.label_smoothing) > 0:
-        return "gather(): Expected dtype int32/int64 for index (uint8 target with weight and label_smoothing)"
+    if (
+        t.dtype == torch.uint8
+        and w is not None
+        and float(call.label_smoothing) > 0
+        and call.reduction == "mean"
+        and t.numel() > 0
+    ):  # the weighted mean gathers the weights with the target as index
+        return "gather(): Expected dtype int32/int64 for index (uint8 target, weight, label_smoothing, mean)"
     if x.dim() == 1:
         if t.dim() > 1:
             return "0D or 1D target tensor expected, multi-target not supported"

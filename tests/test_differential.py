@@ -9,6 +9,7 @@ Two properties hold for every generated (input, target, options):
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import pytest
@@ -25,6 +26,8 @@ INTS = [torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8, torch.bo
 # Structure rules that may call a call torch accepts an error: it runs, but is certainly wrong.
 LEGAL_BUT_WRONG = {"empty-batch", "label-smoothing-out-of-range", "single-class-output"}
 STRUCTURE_SLUGS = {r.slug for r in RULES.values() if r.phase in ("structure", "final")}
+# CI replays a fixed sequence of examples (no flaky red); locally each run explores new ones.
+DERANDOMIZE = bool(os.environ.get("CI"))
 
 
 def _make(shape, dtype, low, high, draw):
@@ -123,14 +126,24 @@ def _assert_agrees_with_torch(x, t, options, loss="cross_entropy"):
         assert not wrong, f"torch accepts but cediag calls the structure wrong: {wrong}" + described
 
 
-@settings(max_examples=2000, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(
+    max_examples=2000,
+    deadline=None,
+    derandomize=DERANDOMIZE,
+    suppress_health_check=list(HealthCheck),
+)
 @given(calls())
 def test_cross_entropy_errors_match_torch(call):
     x, t, options = call
     _assert_agrees_with_torch(x, t, options)
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(
+    max_examples=200,
+    deadline=None,
+    derandomize=DERANDOMIZE,
+    suppress_health_check=list(HealthCheck),
+)
 @given(calls())
 def test_nll_loss_errors_match_torch(call):
     x, t, options = call
@@ -185,8 +198,16 @@ def test_check_never_raises_on_odd_arguments(bad):
 def _odd_tensors():
     base = torch.randn(4, 6, 5)
     yield "non-contiguous", base.transpose(1, 2), torch.randint(0, 5, (4, 6))
-    yield "expanded (zero strides)", torch.randn(1, 6, 1).expand(4, 6, 5), torch.randint(0, 6, (4, 5))
-    yield "channels_last", torch.randn(2, 3, 4, 4).to(memory_format=torch.channels_last), torch.randint(0, 3, (2, 4, 4))
+    yield (
+        "expanded (zero strides)",
+        torch.randn(1, 6, 1).expand(4, 6, 5),
+        torch.randint(0, 6, (4, 5)),
+    )
+    yield (
+        "channels_last",
+        torch.randn(2, 3, 4, 4).to(memory_format=torch.channels_last),
+        torch.randint(0, 3, (2, 4, 4)),
+    )
     yield "requires grad", torch.randn(4, 6, requires_grad=True), torch.randint(0, 6, (4,))
     yield "complex", torch.randn(4, 6, dtype=torch.cfloat), torch.randint(0, 6, (4,))
     yield "float8", torch.randn(4, 6).to(torch.float8_e4m3fn), torch.randint(0, 6, (4,))
@@ -204,7 +225,9 @@ def _inference_pair():
         return torch.randn(4, 6), torch.randint(0, 6, (4,))
 
 
-@pytest.mark.parametrize("name, x, t", list(_odd_tensors()), ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize(
+    "name, x, t", list(_odd_tensors()), ids=lambda v: v if isinstance(v, str) else ""
+)
 def test_check_never_raises_on_odd_tensors(name, x, t):
     report = cediag.check(x, t)
     if _torch_raises(F.cross_entropy, x, t, {}):
