@@ -3,6 +3,7 @@ de-duplication, configure / CEDIAG_DISABLE, reproducer dumps, and transparency."
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import warnings
@@ -364,3 +365,22 @@ def test_deferred_on_cuda_makes_no_host_sync():
     finally:
         torch.cuda.set_sync_debug_mode(0)
     assert cediag.summary().ok
+
+
+def test_dump_round_trips_through_cediag_load(tmp_path):
+    io = pytest.importorskip("cediag._io", reason="cediag.load lives in the CLI's reader module")
+    nll = cediag.wrap(nn.NLLLoss(ignore_index=255), dump_dir=tmp_path, on_error="warn")
+    t = labels()
+    t[1] = 9  # out of range, and not the ignored 255
+    # torch raises its own IndexError after the warning
+    with (
+        pytest.warns(cediag.CediagWarning, match="target-out-of-range"),
+        contextlib.suppress(IndexError),
+    ):
+        nll(logits().log_softmax(1), t)
+    (path,) = tmp_path.glob("*.safetensors")
+    saved = io.load(path)
+    assert torch.equal(saved.target, t)
+    assert saved.options["ignore_index"] == 255 and saved.options["loss"] == "nll"
+    report = cediag.check(**saved.check_kwargs())
+    assert report.by_rule("CE206") is not None
