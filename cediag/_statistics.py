@@ -58,6 +58,7 @@ class IndexTargetStats:
     non_finite: int = 0
     sequence_last: list[int] = field(default_factory=list)  # (B, T) targets: last id per row
     sequence_run: list[int] = field(default_factory=list)  # its trailing run length
+    sequence_count: list[int] = field(default_factory=list)  # occurrences of that id in the row
 
     def count(self, value: int) -> int:
         return self.histogram[value - HIST_LOW] if 0 <= value <= 255 else 0
@@ -171,6 +172,7 @@ class StatisticsPlan:
             trailing = (seq == last[:, None]).flip(1).int().cumprod(1).sum(1)
             self._put("tg.seq_last", last)
             self._put("tg.seq_run", trailing)
+            self._put("tg.seq_count", (seq == last[:, None]).sum(1))
 
     def _same_shape_parts(self, t: torch.Tensor, class_dim: int) -> None:
         p = t if t.dtype.is_floating_point else t.to(torch.float32)
@@ -258,6 +260,7 @@ class StatisticsPlan:
             non_finite=int(got.get("tg.non_finite", [0])[0]),
             sequence_last=[int(v) for v in got.get("tg.seq_last", [])],
             sequence_run=[int(v) for v in got.get("tg.seq_run", [])],
+            sequence_count=[int(v) for v in got.get("tg.seq_count", [])],
         )
 
 

@@ -43,7 +43,7 @@ def _segmentation_mask(void=255):
 
 
 def _padded_labels(pad):
-    labels = randint(50, (4, 12))
+    labels = randint(49, (4, 12)) + 1  # token 0 is the tokenizer's pad id, never a real token
     for row, length in enumerate([12, 9, 6, 7]):
         labels[row, length:] = pad
     return labels
@@ -416,3 +416,13 @@ def test_meta_tensors_are_checked_for_structure_only():
     report = cediag.check(x, t)
     assert report.by_rule("class-dim-last")
     assert report.values_checked is False
+
+
+def test_trailing_runs_of_a_real_class_are_not_padding():
+    """Frame labels that end in silence (class 0), which also occurs mid-sequence: legal."""
+    labels = randint(5, (4, 40)) + 1
+    labels[:, 5:9] = 0
+    for row, length in enumerate([40, 30, 22, 35]):
+        labels[row, length:] = 0
+    report = cediag.check(randn(4, 6, 40), labels)
+    assert report.by_rule("pad-token-target") is None, str(report)

@@ -503,7 +503,8 @@ def pad_token_target(ctx: Context) -> Finding | None:
 
     ## What it does
     Fires on (B, T) targets of a sequence model when at least two rows end in a run of the same
-    token id (at least 4 long), and that id is not `ignore_index`.
+    token id (at least 4 long), that id occurs nowhere else in those rows (a real class, like
+    trailing "silence" or "O" labels, also occurs mid-sequence), and it is not `ignore_index`.
 
     ## Why is this bad?
     The model is trained to predict padding: the loss is dominated by easy pad tokens and the
@@ -528,9 +529,15 @@ def pad_token_target(ctx: Context) -> Finding | None:
     length = call.target.shape[1]
     needed = max(PAD_RUN_MIN, length // 16)
     runs: dict[int, list[int]] = {}
-    for last, run in zip(s.sequence_last, s.sequence_run, strict=True):
+    elsewhere: set[int] = set()  # ids that also occur before the trailing run: real tokens
+    rows = zip(s.sequence_last, s.sequence_run, s.sequence_count, strict=True)
+    for last, run, count in rows:
+        if count > run:
+            elsewhere.add(last)
         if run >= needed and run < length and last != _ignore(call):
             runs.setdefault(last, []).append(run)
+    for token in elsewhere:
+        runs.pop(token, None)
     if not runs:
         return None
     pad, lengths = max(runs.items(), key=lambda item: len(item[1]))
