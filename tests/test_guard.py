@@ -384,3 +384,13 @@ def test_dump_round_trips_through_cediag_load(tmp_path):
     assert saved.options["ignore_index"] == 255 and saved.options["loss"] == "nll"
     report = cediag.check(**saved.check_kwargs())
     assert report.by_rule("CE206") is not None
+
+
+def test_structure_checks_on_repeated_shapes_are_skipped_but_new_shapes_are_checked():
+    criterion = cediag.wrap(torch.nn.CrossEntropyLoss(), first=1, every=0, on_error="raise")
+    x, t = torch.randn(8, 5), torch.randint(0, 5, (8,))
+    for _ in range(3):
+        criterion(x, t)  # structure passes once, then the signature is remembered
+    with pytest.raises(cediag.CrossEntropyInputError) as raised:
+        criterion(torch.randn(8, 5), torch.randint(0, 5, (7,)))  # a new shape: checked again
+    assert raised.value.report.by_rule("batch-size-mismatch")

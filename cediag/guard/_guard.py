@@ -212,6 +212,9 @@ class Guard:
         self._counts: dict[str, int] = {}
         self._lock = threading.Lock()
         self._resolved: tuple[GuardOptions | None, GuardOptions | None] = (None, None)
+        # Metadata of calls whose structure checks passed: structure rules read nothing else,
+        # so a repeat needs no re-check (training loops repeat a handful of shapes).
+        self._clean_structures: set[tuple] = set()
 
     def options(self) -> GuardOptions:
         """The context's default with this entry point's options on top (cached per default)."""
@@ -263,9 +266,15 @@ class Guard:
         self, call: Call, opts: GuardOptions, full: bool, site: Site, n: int
     ) -> Report | None:
         rules = _rules(opts)
+        if not full:
+            signature = _metadata_signature(call, opts)
+            if signature is not None and signature in self._clean_structures:
+                return None  # same shapes, dtypes and options as a call that passed: skip
         ctx = _engine.check_structure(call, rules)
         if not full:
             if not ctx.found and (not call.tensors_ok or ctx.rejection is None):
+                if signature is not None and len(self._clean_structures) < _MAX_SIGNATURES:
+                    self._clean_structures.add(signature)
                 return None
             ctx.notes.append(f"values not checked on call {n} (schedule: {_schedule_text(opts)})")
             return _engine.finish(ctx, rules, None, None)
@@ -342,6 +351,27 @@ class Guard:
             warnings.warn_explicit(
                 CediagWarning(text, d, report), CediagWarning, site.filename, site.lineno
             )
+
+
+_MAX_SIGNATURES = 1024
+
+
+def _metadata_signature(call: Call, opts: GuardOptions) -> tuple | None:
+    """What the structure rules depend on, as a hashable key; None for odd arguments."""
+    parts = []
+    for value in (call.input, call.target, call.weight):
+        if value is None:
+            parts.append(None)
+        elif isinstance(value, torch.Tensor):
+            parts.append((tuple(value.shape), value.dtype, value.device, value.layout))
+        else:
+            return None
+    options = (call.ignore_index, call.reduction, call.label_smoothing, call.loss, call.autocast)
+    try:
+        hash(options)
+    except TypeError:
+        return None
+    return (*parts, options, opts.select, opts.ignore)
 
 
 def _schedule_text(opts: GuardOptions) -> str:
