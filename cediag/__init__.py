@@ -22,6 +22,8 @@ _EXPORTS = {
     "Diagnostic": "._report",
     "Report": "._report",
     "Severity": "._report",
+    "ExitCode": "._exit",
+    "load": "._io",
     "RULES": ".rules",
     "find_rule": ".rules",
     "CediagWarning": ".guard",
@@ -40,6 +42,7 @@ __all__ = [  # the same names as _EXPORTS, spelled out for linters and type chec
     "CediagWarning",
     "CrossEntropyInputError",
     "Diagnostic",
+    "ExitCode",
     "GuardSummary",
     "Report",
     "Severity",
@@ -47,6 +50,7 @@ __all__ = [  # the same names as _EXPORTS, spelled out for linters and type chec
     "checked",
     "configure",
     "find_rule",
+    "load",
     "summary",
     "unwrap",
     "watch",
@@ -69,6 +73,8 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from ._engine import check
+    from ._exit import ExitCode
+    from ._io import load
     from ._report import SCHEMA_VERSION, CrossEntropyInputError, Diagnostic, Report, Severity
     from .guard import (
         CediagWarning,

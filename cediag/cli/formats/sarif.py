@@ -1,0 +1,69 @@
+"""`--format sarif`: SARIF 2.1.0, for GitHub code scanning and other SARIF viewers.
+
+Every rule of the catalogue is in `runs[0].tool.driver.rules` (id = code, name = slug, with its
+documentation as help); each finding is a result pointing at the checked file.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import PurePath
+from typing import TextIO
+
+from ..._docs import rule_markdown
+from ...rules import RULES
+from . import Checked, Options
+
+SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
+LEVEL = {"error": "error", "warning": "warning", "info": "note"}
+
+
+def driver() -> dict[str, object]:
+    from ... import __version__
+
+    return {
+        "name": "cediag",
+        "version": __version__,
+        "rules": [
+            {
+                "id": rule.code,
+                "name": rule.slug,
+                "shortDescription": {"text": rule.summary},
+                "fullDescription": {"text": rule.sections.get("What it does", rule.summary)},
+                "help": {"text": rule_markdown(rule), "markdown": rule_markdown(rule)},
+                "defaultConfiguration": {"level": LEVEL[rule.severity.value]},
+                "properties": {"tags": [rule.family]},
+            }
+            for rule in RULES.values()
+        ],
+    }
+
+
+def write(results: Sequence[Checked], options: Options, out: TextIO) -> None:
+    index = {code: i for i, code in enumerate(RULES)}
+    sarif_results = []
+    for checked in results:
+        uri = PurePath(checked.path).as_posix()
+        for d in checked.report.diagnostics:
+            result: dict[str, object] = {
+                "ruleId": d.code,
+                "level": LEVEL[d.severity.value],
+                "message": {"text": f"{d.message} Fix: {d.fix}"},
+                "locations": [{"physicalLocation": {"artifactLocation": {"uri": uri}}}],
+            }
+            if d.code in index:
+                result["ruleIndex"] = index[d.code]
+            sarif_results.append(result)
+    log = {
+        "$schema": SCHEMA,
+        "version": "2.1.0",
+        "runs": [
+            {
+                "tool": {"driver": driver()},
+                "results": sarif_results,
+                "artifacts": [{"location": {"uri": PurePath(c.path).as_posix()}} for c in results],
+            }
+        ],
+    }
+    out.write(json.dumps(log, indent=2) + "\n")
