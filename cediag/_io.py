@@ -21,6 +21,7 @@ import os
 import pickle
 import re
 import struct
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,7 +133,7 @@ def load(
 
     file, key = split_key(path)
     if key is not None:
-        raise LoadError(path, "a key picks a single tensor", "give the target file too")
+        raise IncompleteCall(path, "a key picks a single tensor", "give the target file too")
     contents = _read(file, unsafe)
     input_name = _pick(file, contents, input_key, INPUT_KEYS, "input", whole_call=True)
     target_name = _pick(file, contents, target_key, TARGET_KEYS, "target", whole_call=True)
@@ -291,13 +292,15 @@ def _kind(file: Path) -> str:
 
 def _read_torch(file: Path, unsafe: bool) -> _Contents:
     try:
-        try:
-            obj = torch.load(file, weights_only=not unsafe, map_location="cpu", mmap=True)
-        except RuntimeError as error:
-            if "mmap can only be used" not in str(error):
-                raise
-            # A legacy (non-zip) torch.save file: readable, but only by copying it into memory.
-            obj = torch.load(file, weights_only=not unsafe, map_location="cpu")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on pickle protocols: not for users
+            try:
+                obj = torch.load(file, weights_only=not unsafe, map_location="cpu", mmap=True)
+            except RuntimeError as error:
+                if "mmap can only be used" not in str(error):
+                    raise
+                # A legacy (non-zip) torch.save file: readable, but only by copying it.
+                obj = torch.load(file, weights_only=not unsafe, map_location="cpu")
     except pickle.UnpicklingError as error:
         text = str(error)
         if "Weights only load failed" in text:
@@ -442,7 +445,7 @@ def _read_npy(file: Path) -> _Contents:
     try:
         array = np.load(file, mmap_mode="c", allow_pickle=False)
     except ValueError as error:
-        if "allow_pickle" in str(error):
+        if "allow_pickle" in str(error) or "Python objects" in str(error):
             raise LoadError(
                 file,
                 "refused: it is an object array (a pickle), not numbers",
