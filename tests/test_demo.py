@@ -1,0 +1,82 @@
+"""`cediag demo`: every mistake in the gallery is found, torch's verdict is shown, it is fast."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from cediag._demo import CASES, run_cases
+from cediag.cli import app
+
+# What each case must produce: the first finding's code (None: silent), and whether torch raises.
+EXPECTED = {
+    "Softmax applied twice": ("CE301", False),
+    "Classes in the last dim": ("CE102", True),
+    "Targets of shape (N, 1)": ("CE103", True),
+    "Labels counted from 1": ("CE207", True),
+    "Segmentation void label 255": ("CE208", True),
+    "Every target ignored": ("CE211", False),
+    "Mixup targets that do not sum to 1": ("CE214", False),
+    "Teacher logits as soft targets": ("CE214", False),
+    "int32 targets": ("CE205", True),
+    "NaN in the logits": ("CE306", False),
+    "Pad token trained as a class": ("CE210", False),
+    "A correct call (stays silent)": (None, False),
+}
+
+
+@pytest.fixture(scope="module")
+def outcomes():
+    return {o.case.title: o for o in run_cases()}
+
+
+def test_gallery_is_the_expected_one():
+    assert [case.title for case in CASES] == list(EXPECTED)
+
+
+@pytest.mark.parametrize("title", list(EXPECTED))
+def test_each_case(outcomes, title):
+    code, torch_raises = EXPECTED[title]
+    outcome = outcomes[title]
+    first = outcome.report.diagnostics[0].code if outcome.report.diagnostics else None
+    assert first == code
+    assert outcome.torch_raised is torch_raises
+    if not torch_raises:
+        assert outcome.torch_says.startswith("no error - loss = ")
+        assert outcome.torch_says.endswith("(correct)" if code is None else "(silently wrong)")
+
+
+def test_demo_command_shows_torch_and_cediag():
+    result = CliRunner().invoke(app, ["demo"], env={"COLUMNS": "120"})
+    assert result.exit_code == 0
+    out = result.stdout
+    assert "1. Softmax applied twice" in out and "CE301 softmax-applied" in out
+    assert "no error - loss = nan (silently wrong)" in out
+    assert "RuntimeError: 0D or 1D target tensor expected" in out
+    assert "torch said nothing about 6 of these 12 calls" in out
+
+
+def test_demo_json():
+    result = CliRunner().invoke(app, ["demo", "--format", "json"])
+    data = json.loads(result.stdout)
+    assert [item["title"] for item in data] == list(EXPECTED)
+    assert data[0]["report"]["diagnostics"][0]["rule"] == "softmax-applied"
+    assert data[0]["torch"]["raised"] is False
+    assert data[0]["torch"]["says"].endswith("(silently wrong)")
+    assert data[-1]["report"]["diagnostics"] == [] and data[-1]["report"]["ok"] is True
+
+
+def test_demo_runs_fast_from_a_fresh_process():
+    start = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-m", "cediag", "demo"], capture_output=True, text=True, timeout=60
+    )
+    elapsed = time.perf_counter() - start
+    assert result.returncode == 0, result.stderr
+    assert "cediag demo" in result.stdout and result.stderr == ""
+    assert elapsed < 10, f"cediag demo took {elapsed:.1f} s"
