@@ -108,17 +108,20 @@ def check(
     ] = None,
     ignore_index: Annotated[
         int | None,
-        typer.Option(help="As in F.cross_entropy [default: saved value, else -100]."),
+        typer.Option(help="As in F.cross_entropy (default: the saved value, else -100)."),
     ] = None,
     label_smoothing: Annotated[
-        float | None, typer.Option(help="As in F.cross_entropy [default: saved value, else 0].")
+        float | None, typer.Option(help="As in F.cross_entropy (default: the saved value, else 0).")
     ] = None,
     reduction: Annotated[
-        Reduction | None, typer.Option(help="[default: saved value, else mean]")
+        Reduction | None,
+        typer.Option(help="As in F.cross_entropy (default: the saved value, else mean)."),
     ] = None,
     loss: Annotated[
         Loss | None,
-        typer.Option(help="Which loss the call feeds [default: saved value, else cross_entropy]."),
+        typer.Option(
+            help="The loss the call feeds (default: the saved value, else cross_entropy)."
+        ),
     ] = None,
     input_key: Annotated[
         str | None, typer.Option(help="Key of the input in a dict file.", show_default=False)
@@ -136,13 +139,16 @@ def check(
     select: Annotated[
         list[str] | None,
         typer.Option(
+            metavar="RULES",
             help="Only these rules: codes, prefixes (CE3) or slugs; repeat or comma-separate.",
             show_default=False,
         ),
     ] = None,
     ignore: Annotated[
         list[str] | None,
-        typer.Option(help="Skip these rules (codes, prefixes or slugs).", show_default=False),
+        typer.Option(
+            metavar="RULES", help="Skip these rules (codes, prefixes or slugs).", show_default=False
+        ),
     ] = None,
     fail_on: Annotated[
         Level,
