@@ -21,6 +21,8 @@ import torch
 from ._call import FLOAT_DTYPES, Call
 
 SAMPLE_ROWS = 64
+SAMPLE_CHUNK_ELEMENTS = 1 << 19  # sampled rows are reduced this many elements at a time
+SUM_CHUNK_ELEMENTS = 1 << 20  # probability targets are summed this many elements at a time
 MAX_SEQUENCE_ROWS = 1024
 HIST_LOW, HIST_HIGH = -1, 256  # histogram of index targets: bins for <=-1, 0..255, >=256
 
@@ -128,13 +130,23 @@ class StatisticsPlan:
         low, high = torch.aminmax(x)
         self._put("in.min", low)
         self._put("in.max", high)
-        rows = sample_rows(x, class_dim, SAMPLE_ROWS).float()
-        sums = rows.sum(1)
+        sample = sample_rows(x, class_dim, SAMPLE_ROWS)
+        # Row statistics in chunks of rows, so that the float copy and the temporaries stay a
+        # small fraction of the logits (bf16 rows upcast to fp32 double in size).
+        step = max(1, SAMPLE_CHUNK_ELEMENTS // max(sample.shape[1], 1))
+        first = sample[:1].float()
+        sums, lses, nonzero, spread = [], [], [], []
+        for start in range(0, sample.shape[0], step):
+            rows = sample[start : start + step].float()
+            sums.append(rows.sum(1))
+            lses.append(rows.logsumexp(1))
+            nonzero.append(torch.count_nonzero(rows).reshape(1))
+            spread.append(torch.sub(rows, first).abs_().amax().reshape(1))
+        sums, lse = torch.cat(sums), torch.cat(lses)
         self._put("in.row_sum", torch.stack([sums.min(), sums.max()]))
-        lse = rows.logsumexp(1)
         self._put("in.row_lse", torch.stack([lse.min(), lse.max()]))
-        self._put("in.sample_zeros", (rows == 0).sum())
-        self._put("in.row_spread", (rows - rows[:1]).abs().amax())
+        self._put("in.sample_zeros", sample.numel() - torch.cat(nonzero).sum())
+        self._put("in.row_spread", torch.cat(spread).amax())
         for dim in range(x.dim()):
             if dim != class_dim and x.shape[dim] > 1:
                 fiber_sums = sample_rows(x, dim, SAMPLE_ROWS).float().sum(1)
@@ -179,16 +191,22 @@ class StatisticsPlan:
         low, high = torch.aminmax(p)
         self._put("pt.min", low)
         self._put("pt.max", high)
-        sums = p.sum(dim=class_dim, dtype=torch.float32).reshape(-1)
+        sums = _class_sums(p, class_dim)
         tol = probability_tolerance(p.dtype)
         self._put("pt.row_sum", torch.stack([sums.min(), sums.max()]))
         off = ((sums - 1).abs() > tol) & (sums != 0)
         self._put("pt.rows_off", off.sum())
         self._put("pt.rows_zero", (sums == 0).sum())
         self._put("pt.worst_row_sum", sums.gather(0, (sums - 1).abs().argmax().reshape(1)))
-        rows = sample_rows(p, class_dim, SAMPLE_ROWS)
-        binary = ((rows == 0) | (rows == 1)).all(1)
-        ones = (rows == 1).sum(1)
+        sample = sample_rows(p, class_dim, SAMPLE_ROWS)
+        step = max(1, SAMPLE_CHUNK_ELEMENTS // max(sample.shape[1], 1))
+        binary, ones = [], []
+        for start in range(0, sample.shape[0], step):
+            rows = sample[start : start + step]
+            is_one = rows == 1
+            ones.append(is_one.sum(1))
+            binary.append((is_one.logical_or_(rows == 0)).all(1))
+        binary, ones = torch.cat(binary), torch.cat(ones)
         self._put("pt.sample_binary", binary.sum())
         self._put("pt.sample_ones", torch.stack([ones.min(), ones.max()]))
 
@@ -276,6 +294,20 @@ def gather_statistics(call: Call) -> Statistics:
 
 def _is_integer(t: torch.Tensor) -> bool:
     return not t.dtype.is_floating_point and not t.dtype.is_complex and t.dtype != torch.bool
+
+
+def _class_sums(p: torch.Tensor, class_dim: int) -> torch.Tensor:
+    """Sums over the class dim in float32, flattened, a slab of dim 0 at a time: summing a
+    half-precision tensor with `dtype=float32` would first copy all of it to float32."""
+    if p.dtype == torch.float32 or class_dim == 0 or p.numel() <= SUM_CHUNK_ELEMENTS:
+        return p.sum(dim=class_dim, dtype=torch.float32).reshape(-1)
+    step = max(1, SUM_CHUNK_ELEMENTS // max(p[0].numel(), 1))
+    return torch.cat(
+        [
+            p[start : start + step].sum(dim=class_dim, dtype=torch.float32).reshape(-1)
+            for start in range(0, p.shape[0], step)
+        ]
+    )
 
 
 def probability_tolerance(dtype: torch.dtype) -> float:
