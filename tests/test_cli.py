@@ -224,7 +224,25 @@ def test_sarif_required_fields_and_rules(softmaxed, clean):
     assert rules[finding["ruleIndex"]]["id"] == "CE301"
     assert "softmax" in finding["message"]["text"]
     uri = finding["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]
-    assert uri == softmaxed.as_posix()
+    assert uri == softmaxed.as_uri()  # absolute paths as file:// URIs
+
+
+def test_sarif_keeps_relative_paths_relative(softmaxed, monkeypatch):
+    monkeypatch.chdir(softmaxed.parent)
+    log = json.loads(cli("check", softmaxed.name, "--format", "sarif").stdout)
+    location = log["runs"][0]["results"][0]["locations"][0]["physicalLocation"]
+    assert location["artifactLocation"]["uri"] == "softmaxed.pt"
+
+
+def test_progress_bar_path_on_a_terminal(softmaxed, monkeypatch):
+    from cediag.cli import _app
+
+    monkeypatch.setattr(_app, "PROGRESS_BYTES", 0)  # every file counts as big
+    monkeypatch.setattr(_app.sys.stderr, "isatty", lambda: True, raising=False)
+    _app._progress_read([softmaxed])  # reads the file through one buffer, drawing a bar
+    saved = cediag.load(softmaxed)
+    report = _app._check(saved, {}, None, None, str(softmaxed))  # with the spinner
+    assert report.by_rule("CE301") is not None
 
 
 def test_sarif_clean_run_has_no_results(clean):

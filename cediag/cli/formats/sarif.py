@@ -40,11 +40,17 @@ def driver() -> dict[str, object]:
     }
 
 
+def artifact_uri(path: str) -> str:
+    """A relative path stays relative (what code scanning expects); an absolute one is file://."""
+    pure = PurePath(path)
+    return pure.as_uri() if pure.is_absolute() else pure.as_posix()
+
+
 def write(results: Sequence[Checked], options: Options, out: TextIO) -> None:
     index = {code: i for i, code in enumerate(RULES)}
     sarif_results = []
     for checked in results:
-        uri = PurePath(checked.path).as_posix()
+        uri = artifact_uri(checked.path)
         for d in checked.report.diagnostics:
             result: dict[str, object] = {
                 "ruleId": d.code,
