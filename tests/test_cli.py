@@ -474,3 +474,23 @@ def test_version_and_help():
     result = cli()  # no arguments: help, which lists the commands
     for command in ("check", "rules", "explain", "schema", "demo", "run"):
         assert command in result.stdout
+
+
+def test_dump_written_by_the_real_guard(tmp_path):
+    import contextlib
+    import warnings
+
+    from torch import nn
+
+    loss = cediag.wrap(nn.CrossEntropyLoss(ignore_index=255), dump_dir=tmp_path, on_error="warn")
+    t = labels()
+    t[2] = 7  # out of range for 5 classes, and not the ignored 255
+    with warnings.catch_warnings(), contextlib.suppress(IndexError):
+        warnings.simplefilter("ignore")
+        loss(logits(), t)
+    (path,) = tmp_path.glob("*.safetensors")
+    result = cli("check", path, "--format", "json")
+    assert result.exit_code == ExitCode.FINDINGS
+    report = Report.model_validate_json(result.stdout)
+    assert report.by_rule("target-out-of-range") is not None
+    assert report.call.ignore_index == 255  # the options came back with the dump
