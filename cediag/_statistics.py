@@ -119,7 +119,10 @@ class StatisticsPlan:
                     self._index_target_parts(t)
             if not self._parts:
                 return torch.zeros(0, dtype=torch.float64, device=x.device)
-            return torch.cat([p.reshape(-1).to(torch.float64) for p in self._parts])
+            # One cat with type promotion (the empty float64 head makes the result float64)
+            # instead of a conversion per part: this pass is many tiny ops on small inputs.
+            head = torch.empty(0, dtype=torch.float64, device=x.device)
+            return torch.cat([head, *self._parts])
 
     def _put(self, name: str, value: torch.Tensor) -> None:
         value = value.reshape(-1)
@@ -143,14 +146,14 @@ class StatisticsPlan:
             nonzero.append(torch.count_nonzero(rows).reshape(1))
             spread.append(torch.sub(rows, first).abs_().amax().reshape(1))
         sums, lse = torch.cat(sums), torch.cat(lses)
-        self._put("in.row_sum", torch.stack([sums.min(), sums.max()]))
-        self._put("in.row_lse", torch.stack([lse.min(), lse.max()]))
+        self._put("in.row_sum", torch.stack(torch.aminmax(sums)))
+        self._put("in.row_lse", torch.stack(torch.aminmax(lse)))
         self._put("in.sample_zeros", sample.numel() - torch.cat(nonzero).sum())
         self._put("in.row_spread", torch.cat(spread).amax())
         for dim in range(x.dim()):
             if dim != class_dim and x.shape[dim] > 1:
                 fiber_sums = sample_rows(x, dim, SAMPLE_ROWS).float().sum(1)
-                self._put(f"in.dim_sum.{dim}", torch.stack([fiber_sums.min(), fiber_sums.max()]))
+                self._put(f"in.dim_sum.{dim}", torch.stack(torch.aminmax(fiber_sums)))
 
     def _index_target_parts(self, t: torch.Tensor) -> None:
         call = self.call
@@ -193,7 +196,7 @@ class StatisticsPlan:
         self._put("pt.max", high)
         sums = _class_sums(p, class_dim)
         tol = probability_tolerance(p.dtype)
-        self._put("pt.row_sum", torch.stack([sums.min(), sums.max()]))
+        self._put("pt.row_sum", torch.stack(torch.aminmax(sums)))
         off = ((sums - 1).abs() > tol) & (sums != 0)
         self._put("pt.rows_off", off.sum())
         self._put("pt.rows_zero", (sums == 0).sum())
@@ -208,7 +211,7 @@ class StatisticsPlan:
             binary.append((is_one.logical_or_(rows == 0)).all(1))
         binary, ones = torch.cat(binary), torch.cat(ones)
         self._put("pt.sample_binary", binary.sum())
-        self._put("pt.sample_ones", torch.stack([ones.min(), ones.max()]))
+        self._put("pt.sample_ones", torch.stack(torch.aminmax(ones)))
 
     # ------------------------------------------------------------------ read
     def read(self, values: list[float]) -> Statistics:
