@@ -39,7 +39,6 @@ class InputStats:
     sample_zeros: int
     sample_size: int
     row_spread: float  # max |row - first row| over sampled rows: 0 when all are identical
-    other_dim_sums: dict[int, tuple[float, float]] = field(default_factory=dict)
 
     @property
     def finite(self) -> bool:
@@ -150,37 +149,20 @@ class StatisticsPlan:
         self._put("in.row_lse", torch.stack(torch.aminmax(lse)))
         self._put("in.sample_zeros", sample.numel() - torch.cat(nonzero).sum())
         self._put("in.row_spread", torch.cat(spread).amax())
-        for dim in range(x.dim()):
-            if dim != class_dim and x.shape[dim] > 1:
-                fiber_sums = sample_rows(x, dim, SAMPLE_ROWS).float().sum(1)
-                self._put(f"in.dim_sum.{dim}", torch.stack(torch.aminmax(fiber_sums)))
 
     def _index_target_parts(self, t: torch.Tensor) -> None:
         call = self.call
-        flat = t.reshape(-1)
-        if flat.dtype.is_floating_point:
-            flat = flat.double()
-            finite = torch.isfinite(flat)
-            self._put("tg.non_finite", (~finite).sum())
-            safe = torch.where(finite, flat, torch.zeros((), dtype=flat.dtype, device=flat.device))
-            self._put("tg.fractional", (safe != safe.round()).sum())
-            flat = safe.round().clamp(-(2**62), 2**62).long()
-        else:
-            flat = flat.long()
         n_classes = call.presumed_n_classes or 0
         ignore = call.ignore_index if type(call.ignore_index) is int else -100
-        valid = flat != ignore
-        self._put("tg.ignored", (~valid).sum())
-        self._put("tg.out_of_range", (valid & ((flat < 0) | (flat >= n_classes))).sum())
-        big = torch.iinfo(torch.int64).max
-        self._put("tg.valid_min", torch.where(valid, flat, big).min())
-        self._put("tg.valid_max", torch.where(valid, flat, -big).max())
-        self._put("tg.minus_one", (flat == -1).sum())
-        self._put("tg.eq_classes", (flat == n_classes).sum())
-        clipped = flat.clamp(HIST_LOW, HIST_HIGH) - HIST_LOW
-        # scatter_add, not bincount: bincount reads the maximum back to the host on CUDA.
-        hist = torch.zeros(HIST_HIGH - HIST_LOW + 1, dtype=torch.int64, device=flat.device)
-        self._put("tg.hist", hist.scatter_add_(0, clipped, torch.ones_like(clipped)))
+        flat = t.reshape(-1)
+        # In chunks, into accumulators allocated up front: the int64 temporaries stay bounded
+        # however large a segmentation target is, and no small result is left between them
+        # (long-lived small tensors keep the allocator from returning the freed chunks).
+        totals = _IndexTotals(flat.device, flat.dtype.is_floating_point)
+        for i in range(0, flat.numel(), TARGET_CHUNK_ELEMENTS):
+            totals.add(flat[i : i + TARGET_CHUNK_ELEMENTS], n_classes, ignore)
+        for name, value in totals.parts():
+            self._put(name, value)
         if t.dim() == 2 and call.input.dim() == 3 and t.shape[1] >= 8:
             seq = t[:MAX_SEQUENCE_ROWS].long()
             last = seq[:, -1]
@@ -257,11 +239,6 @@ class StatisticsPlan:
             sample_zeros=int(got["in.sample_zeros"][0]),
             sample_size=rows * n_classes,
             row_spread=got["in.row_spread"][0],
-            other_dim_sums={
-                int(name.rsplit(".", 1)[1]): tuple(value)
-                for name, value in got.items()
-                if name.startswith("in.dim_sum.")
-            },
         )
 
     def _read_index_target(self, got: dict[str, list[float]]) -> IndexTargetStats:
@@ -293,6 +270,61 @@ def gather_statistics(call: Call) -> Statistics:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+TARGET_CHUNK_ELEMENTS = 1 << 18
+_BIG = torch.iinfo(torch.int64).max
+_COUNTS = (
+    "tg.non_finite",
+    "tg.fractional",
+    "tg.ignored",
+    "tg.out_of_range",
+    "tg.minus_one",
+    "tg.eq_classes",
+)
+
+
+class _IndexTotals:
+    """Running statistics of class-index targets, updated in place chunk by chunk."""
+
+    def __init__(self, device: torch.device, floating: bool):
+        self.floating = floating
+        self.counts = torch.zeros(len(_COUNTS), dtype=torch.int64, device=device)
+        self.low = torch.full((), _BIG, dtype=torch.int64, device=device)
+        self.high = torch.full((), -_BIG, dtype=torch.int64, device=device)
+        self.hist = torch.zeros(HIST_HIGH - HIST_LOW + 1, dtype=torch.int64, device=device)
+
+    def add(self, flat: torch.Tensor, n_classes: int, ignore: int) -> None:
+        counts = self.counts
+        if flat.dtype.is_floating_point:
+            flat = flat.double()
+            finite = torch.isfinite(flat)
+            counts[0].add_(flat.numel() - finite.sum())
+            safe = torch.where(finite, flat, torch.zeros((), dtype=flat.dtype, device=flat.device))
+            counts[1].add_((safe != safe.round()).sum())
+            flat = safe.round().clamp(-(2**62), 2**62).long()
+        else:
+            flat = flat.long()
+        valid = flat != ignore
+        counts[2].add_(flat.numel() - valid.sum())
+        counts[3].add_((valid & ((flat < 0) | (flat >= n_classes))).sum())
+        counts[4].add_((flat == -1).sum())
+        counts[5].add_((flat == n_classes).sum())
+        torch.minimum(self.low, torch.where(valid, flat, _BIG).min(), out=self.low)
+        torch.maximum(self.high, torch.where(valid, flat, -_BIG).max(), out=self.high)
+        clipped = flat.clamp(HIST_LOW, HIST_HIGH).sub_(HIST_LOW)
+        # index_add_, not bincount: bincount reads the maximum back to the host on CUDA.
+        ones = torch.ones((), dtype=torch.int64, device=flat.device).expand(clipped.shape)
+        self.hist.index_add_(0, clipped, ones)
+
+    def parts(self) -> list[tuple[str, torch.Tensor]]:
+        named = dict(zip(_COUNTS, self.counts, strict=True))
+        order = ["tg.non_finite", "tg.fractional"] if self.floating else []
+        order += ["tg.ignored", "tg.out_of_range"]
+        parts = [(name, named[name]) for name in order]
+        parts += [("tg.valid_min", self.low), ("tg.valid_max", self.high)]
+        parts += [(name, named[name]) for name in ("tg.minus_one", "tg.eq_classes")]
+        return [*parts, ("tg.hist", self.hist)]
 
 
 def _is_integer(t: torch.Tensor) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 import torch
 
@@ -21,6 +22,7 @@ class Context:
     stats: Statistics | None = None
     found: list[Diagnostic] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    cache: dict[str, Any] = field(default_factory=dict)  # second looks shared between rules
 
     @cached_property
     def rejection(self) -> str | None:

@@ -40,3 +40,27 @@ def first_positions(
     t: torch.Tensor, predicate: Callable[[torch.Tensor], torch.Tensor], limit: int = MAX_POSITIONS
 ) -> list[list[int]]:
     return count_and_locate(t, predicate, limit)[1]
+
+
+def dim_sum_range(x: torch.Tensor, dim: int) -> tuple[float, float]:
+    """Min and max of `x.sum(dim)` in float32, reading `x` once in slabs of dim 0.
+
+    A second look for probability-like logits only: no float copy of the whole tensor (a
+    half-precision `sum(dtype=float32)` would make one), and the output is numel / size(dim).
+    """
+    per_slab = max(1, CHUNK_ELEMENTS // max(x[0].numel(), 1))
+    with torch.no_grad():
+        if dim == 0:
+            total = None
+            for start in range(0, x.shape[0], per_slab):
+                part = x[start : start + per_slab].sum(0, dtype=torch.float32)
+                total = part if total is None else total.add_(part)
+        else:
+            total = torch.cat(
+                [
+                    x[start : start + per_slab].sum(dim, dtype=torch.float32).reshape(-1)
+                    for start in range(0, x.shape[0], per_slab)
+                ]
+            )
+        low, high = torch.aminmax(total)
+    return float(low), float(high)

@@ -10,7 +10,7 @@ from .._call import Call, shape_str
 from .._report import GraphEvidence, RowSumEvidence, ValueEvidence
 from .._statistics import InputStats
 from ._context import Context, fmt, tensor_evidence
-from ._locate import count_and_locate
+from ._locate import count_and_locate, dim_sum_range
 from ._registry import Finding, rule
 
 RELU_ZERO_FRACTION = 0.10
@@ -44,13 +44,25 @@ def _looks_softmax(call: Call, s: InputStats) -> bool:
     )
 
 
-def _wrong_softmax_dim(call: Call, s: InputStats) -> int | None:
-    if not _in_unit_range(call, s) or _looks_softmax(call, s):
+def _wrong_softmax_dim(ctx: Context) -> tuple[int, tuple[float, float]] | None:
+    """The other dim along which probability-like logits sum to 1, with the sums' range.
+
+    A second look, taken only when every value lies in [0, 1] and the class dim does not sum
+    to 1: it reads the logits once per other dim. Cached on the context for the other rules.
+    """
+    call, s = ctx.call, _stats(ctx)
+    if s is None or not _in_unit_range(call, s) or _looks_softmax(call, s):
         return None
-    for dim, sums in sorted(s.other_dim_sums.items()):
-        if _near(sums, 1.0, _tolerance(call)):
-            return dim
-    return None
+    if "wrong_softmax_dim" not in ctx.cache:
+        found = None
+        for dim in range(call.input.dim()):
+            if dim != call.presumed_class_dim and call.input.shape[dim] > 1:
+                sums = dim_sum_range(call.input, dim)
+                if _near(sums, 1.0, _tolerance(call)):
+                    found = (dim, sums)
+                    break
+        ctx.cache["wrong_softmax_dim"] = found
+    return ctx.cache["wrong_softmax_dim"]
 
 
 def _looks_log_softmax(call: Call, s: InputStats) -> bool:
@@ -127,7 +139,7 @@ def softmax_applied(ctx: Context) -> Finding | None:
         and a.kind == "softmax"
         and (a.dim is None or a.dim == call.presumed_class_dim)
     ):
-        if a.dim is None and s is not None and _wrong_softmax_dim(call, s) is not None:
+        if a.dim is None and _wrong_softmax_dim(ctx) is not None:
             return None
         evidence = [GraphEvidence(node=a.node, dim=a.dim)]
         how = f"the autograd graph ends in {a.node}" + (
@@ -188,17 +200,19 @@ def softmax_wrong_dim(ctx: Context) -> Finding | None:
     class_dim = call.presumed_class_dim
     if a is not None and a.kind == "softmax" and a.dim is not None and a.dim != class_dim:
         dim, evidence = a.dim, [GraphEvidence(node=a.node, dim=a.dim)]
-    elif s is not None and (dim := _wrong_softmax_dim(call, s)) is not None:
+    elif (wrong := _wrong_softmax_dim(ctx)) is not None:
         if a is not None and a.kind == "softmax" and a.dim == class_dim:
             return None
+        dim, sums = wrong
+        fibres = s.numel // max(call.input.shape[dim], 1)
         evidence = [
             RowSumEvidence(
                 role="input",
                 dim=dim,
-                rows_checked=s.rows_sampled,
-                rows_total=s.numel // max(call.input.shape[dim], 1),
-                min_sum=s.other_dim_sums[dim][0],
-                max_sum=s.other_dim_sums[dim][1],
+                rows_checked=fibres,
+                rows_total=fibres,
+                min_sum=sums[0],
+                max_sum=sums[1],
             )
         ]
     else:
@@ -293,7 +307,7 @@ def sigmoid_applied(ctx: Context) -> Finding | None:
         and (call.presumed_n_classes or 0) >= 2
         and _in_unit_range(call, s)
         and not _looks_softmax(call, s)
-        and _wrong_softmax_dim(call, s) is None
+        and _wrong_softmax_dim(ctx) is None
         and _zero_fraction(s) < RELU_ZERO_FRACTION
     ):
         evidence = [_row_sum_evidence(call, s)]
@@ -350,7 +364,7 @@ def relu_applied(ctx: Context) -> Finding | None:
         and s.sample_size >= MIN_ELEMENTS_FOR_SHAPE_OF_VALUES
         and _zero_fraction(s) >= RELU_ZERO_FRACTION
         and not _looks_softmax(call, s)
-        and _wrong_softmax_dim(call, s) is None
+        and _wrong_softmax_dim(ctx) is None
     ):
         evidence = [
             ValueEvidence(
