@@ -297,14 +297,9 @@ def integer_dtype_unsupported(ctx: Context) -> Finding | None:
     if t.dtype == torch.int64 or (t.dtype == torch.uint8 and ctx.rejection is None):
         return None
     where = ""
-    if t.dtype == torch.uint8:
-        where = (
-            " with K-dimensional input"
-            if call.input.dim() > 2
-            else " with weight and label_smoothing"
-        )
-        if call.input.dim() <= 2 and ctx.rejection is None:
-            return None
+    if t.dtype == torch.uint8:  # torch rejects it here: K-dim input, or a weighted smoothed mean
+        big = call.input.dim() > 2
+        where = " with K-dimensional input" if big else " with weight, label_smoothing and a mean"
     return Finding(
         f"target {shape_str(t.shape)} is {dtype_name(t.dtype)}{where}; torch takes int64 class "
         "indices.",
