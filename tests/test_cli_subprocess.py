@@ -180,10 +180,5 @@ def test_large_file_is_checked_in_bounded_memory(tmp_path, suffix):
 
 @pytest.mark.slow
 @needs_proc
-@pytest.mark.xfail(
-    strict=True,
-    reason="the statistics pass sums up to 64 sampled fibres along each non-class dim; with "
-    "few classes those fibres are (almost) the whole logits, copied by index_select",
-)
 def test_large_file_with_few_classes_is_checked_in_bounded_memory(tmp_path):
     check_memory(tmp_path, ".safetensors", 2_500_000, 25)  # 240 MB, 25 classes
