@@ -51,3 +51,9 @@ def fmt(value: float) -> str:
     if value != value or value in (float("inf"), float("-inf")):
         return str(value)
     return str(int(value)) if float(value).is_integer() else f"{value:.4g}"
+
+
+def fmt_range(low: float, high: float) -> str:
+    """`0.98..1.02`, or a single number when both ends agree to the digits shown."""
+    a, b = fmt(low), fmt(high)
+    return a if a == b else f"{a}..{b}"

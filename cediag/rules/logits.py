@@ -9,7 +9,7 @@ import torch
 from .._call import Call, shape_str
 from .._report import GraphEvidence, RowSumEvidence, ValueEvidence
 from .._statistics import InputStats
-from ._context import Context, fmt, tensor_evidence
+from ._context import Context, fmt, fmt_range, tensor_evidence
 from ._locate import count_and_locate, dim_sum_range
 from ._registry import Finding, rule
 
@@ -149,7 +149,7 @@ def softmax_applied(ctx: Context) -> Finding | None:
         evidence = [_row_sum_evidence(call, s)]
         how = (
             f"all values lie in [{fmt(s.min)}, {fmt(s.max)}] and {s.rows_sampled} sampled rows sum "
-            f"to {fmt(s.row_sum[0])}..{fmt(s.row_sum[1])} over dim {call.presumed_class_dim}"
+            f"to {fmt_range(*s.row_sum)} over dim {call.presumed_class_dim}"
         )
     else:
         return None
@@ -591,7 +591,7 @@ def logits_to_nll(ctx: Context) -> Finding | None:
         )
     return Finding(
         f"nll_loss input {shape_str(call.input.shape)} is {what}, not log-probabilities: "
-        f"sampled rows have logsumexp {fmt(s.row_logsumexp[0])}..{fmt(s.row_logsumexp[1])} (0 for "
+        f"sampled rows have logsumexp {fmt_range(*s.row_logsumexp)} (0 for "
         "log-probabilities).",
         fix,
         [_row_sum_evidence(call, s, "logsumexp")],

@@ -384,8 +384,8 @@ def one_based_labels(ctx: Context) -> Finding | None:
         return None
     n = call.presumed_n_classes
     return Finding(
-        f"labels span {fmt(s.valid_min)}..{fmt(s.valid_max)} with no 0: they are numbered from 1, "
-        f"and the {s.equal_to_n_classes} labels equal to {n} are out of range.",
+        f"labels lie in {fmt(s.valid_min)}..{fmt(s.valid_max)} with no 0 for {n} classes: they are "
+        f"numbered from 1, and the {s.equal_to_n_classes} labels equal to {n} are out of range.",
         "F.cross_entropy(logits, target - 1)",
         [_out_of_range_evidence(ctx, s)],
     )
