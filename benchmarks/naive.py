@@ -25,9 +25,10 @@ def naive_check(x: torch.Tensor, target: torch.Tensor, class_dim: int = 1) -> li
         problems.append("Inf in logits")
     low, high = x.min().item(), x.max().item()
     n_classes = x.shape[class_dim]
-    if low >= 0 and high <= 1 and torch.allclose(x.sum(class_dim).float(), torch.tensor(1.0)):
+    one = torch.ones((), device=x.device)
+    if low >= 0 and high <= 1 and torch.allclose(x.sum(class_dim).float(), one):
         problems.append("softmax applied")
-    if high <= 0 and torch.allclose(x.float().exp().sum(class_dim), torch.tensor(1.0)):
+    if high <= 0 and torch.allclose(x.float().exp().sum(class_dim), one):
         problems.append("log_softmax applied")
     probs_sum = x.float().softmax(class_dim).sum(class_dim)
     if not torch.allclose(probs_sum, torch.ones_like(probs_sum), atol=1e-3):
