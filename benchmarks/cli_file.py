@@ -28,9 +28,25 @@ from safetensors.torch import save_file
 
 CLASSES = 32000
 
+STARTUP = "import torch"
+# safetensors maps the file lazily: load_file alone never reads the data. This one does, once.
+LOAD_AND_READ = (
+    "import sys, torch; from safetensors.torch import load_file; "
+    "[torch.aminmax(v) for v in load_file(sys.argv[1]).values() if v.is_floating_point()]"
+)
+
 LOADERS = {
     ".pt": "import torch, sys; torch.load(sys.argv[1], weights_only=True, map_location='cpu')",
     ".safetensors": "import sys; from safetensors.torch import load_file; load_file(sys.argv[1])",
+}
+
+
+LABELS = {
+    ".pt": "torch.load (the reference)",
+    ".safetensors": "safetensors load_file (the reference)",
+    "cediag": "cediag check FILE",
+    "startup": "python -c 'import torch' (startup alone)",
+    "load+read": "load_file + one read (torch.aminmax)",
 }
 
 
@@ -93,9 +109,15 @@ def main() -> None:
                 "load": [sys.executable, "-c", LOADERS[suffix], str(path)],
                 "cediag": cediag_command(path),
             }
+            if suffix == ".pt":
+                commands["startup"] = [sys.executable, "-c", STARTUP]
+            if suffix == ".safetensors":
+                commands["load+read"] = [sys.executable, "-c", LOAD_AND_READ, str(path)]
             baseline = {
                 "load": measure([sys.executable, "-c", LOADERS[suffix], str(tiny[suffix])])[1],
                 "cediag": measure(cediag_command(tiny[suffix]))[1],
+                "startup": measure([sys.executable, "-c", STARTUP])[1],
+                "load+read": measure([sys.executable, "-c", LOAD_AND_READ, str(tiny[suffix])])[1],
             }
             for command in commands.values():  # page cache and imports warm
                 measure(command)
@@ -113,11 +135,7 @@ def main() -> None:
                 result_rows.append(
                     [
                         f"{suffix} {size / 2**30:.2f} GiB, ({rows}, {CLASSES}) fp32",
-                        "torch.load"
-                        if name == "load" and suffix == ".pt"
-                        else "safetensors load_file"
-                        if name == "load"
-                        else "cediag check FILE",
+                        LABELS[suffix] if name == "load" else LABELS[name],
                         f"{wall:.2f} s",
                         f"{wall / load_wall:.2f}x",
                         f"{extra / 2**20:.0f} MiB",
