@@ -91,6 +91,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--gib", type=float, default=2.0)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--no-warm", dest="warm", action="store_false", help="skip warm-up runs")
     parser.add_argument("--dir", default=None, help="where to write the files (default: $TMPDIR)")
     args = parser.parse_args()
     rows = max(1, int(args.gib * 2**30 / (CLASSES * 4)))
@@ -113,13 +114,14 @@ def main() -> None:
                 commands["startup"] = [sys.executable, "-c", STARTUP]
             if suffix == ".safetensors":
                 commands["load+read"] = [sys.executable, "-c", LOAD_AND_READ, str(path)]
-            baseline = {
-                "load": measure([sys.executable, "-c", LOADERS[suffix], str(tiny[suffix])])[1],
-                "cediag": measure(cediag_command(tiny[suffix]))[1],
-                "startup": measure([sys.executable, "-c", STARTUP])[1],
-                "load+read": measure([sys.executable, "-c", LOAD_AND_READ, str(tiny[suffix])])[1],
+            tiny_commands = {
+                "load": [sys.executable, "-c", LOADERS[suffix], str(tiny[suffix])],
+                "cediag": cediag_command(tiny[suffix]),
+                "startup": [sys.executable, "-c", STARTUP],
+                "load+read": [sys.executable, "-c", LOAD_AND_READ, str(tiny[suffix])],
             }
-            for command in commands.values():  # page cache and imports warm
+            baseline = {name: measure(tiny_commands[name])[1] for name in commands}
+            for command in commands.values() if args.warm else ():  # caches warm
                 measure(command)
             walls: dict[str, list[float]] = {name: [] for name in commands}
             peaks: dict[str, int] = {name: 0 for name in commands}

@@ -357,8 +357,8 @@ def bench_cli(args: argparse.Namespace) -> str:
     if args.device != "cpu":
         return "(cli: measured on CPU only)"
     command = [sys.executable, str(HERE / "cli_file.py")]
-    command += ["--gib", str(args.file_gib if not args.quick else 0.25)]
-    command += ["--runs", "1" if args.quick else "3"]
+    command += ["--gib", str(args.file_gib if not args.quick else 0.1)]
+    command += ["--runs", "1", "--no-warm"] if args.quick else ["--runs", "3"]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         return f"(cli benchmark failed: {result.stderr.strip()[-500:]})"
