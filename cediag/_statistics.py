@@ -136,19 +136,26 @@ class StatisticsPlan:
         # Row statistics in chunks of rows, so that the float copy and the temporaries stay a
         # small fraction of the logits (bf16 rows upcast to fp32 double in size).
         step = max(1, SAMPLE_CHUNK_ELEMENTS // max(sample.shape[1], 1))
-        first = sample[:1].float()
-        sums, lses, nonzero, spread = [], [], [], []
-        for start in range(0, sample.shape[0], step):
-            rows = sample[start : start + step].float()
-            sums.append(rows.sum(1))
-            lses.append(rows.logsumexp(1))
-            nonzero.append(torch.count_nonzero(rows).reshape(1))
-            spread.append(torch.sub(rows, first).abs_().amax().reshape(1))
-        sums, lse = torch.cat(sums), torch.cat(lses)
+        if step >= sample.shape[0]:  # one chunk: no lists to join (small inputs: fewer ops)
+            rows = sample.float()
+            sums, lse = rows.sum(1), rows.logsumexp(1)
+            nonzero = torch.count_nonzero(rows)
+            spread = torch.sub(rows, rows[:1]).abs_().amax()
+        else:
+            first = sample[:1].float()
+            sums, lses, nonzeros, spreads = [], [], [], []
+            for start in range(0, sample.shape[0], step):
+                rows = sample[start : start + step].float()
+                sums.append(rows.sum(1))
+                lses.append(rows.logsumexp(1))
+                nonzeros.append(torch.count_nonzero(rows).reshape(1))
+                spreads.append(torch.sub(rows, first).abs_().amax().reshape(1))
+            sums, lse = torch.cat(sums), torch.cat(lses)
+            nonzero, spread = torch.cat(nonzeros).sum(), torch.cat(spreads).amax()
         self._put("in.row_sum", torch.stack(torch.aminmax(sums)))
         self._put("in.row_lse", torch.stack(torch.aminmax(lse)))
-        self._put("in.sample_zeros", sample.numel() - torch.cat(nonzero).sum())
-        self._put("in.row_spread", torch.cat(spread).amax())
+        self._put("in.sample_zeros", sample.numel() - nonzero)
+        self._put("in.row_spread", spread)
 
     def _index_target_parts(self, t: torch.Tensor) -> None:
         call = self.call
