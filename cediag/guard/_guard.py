@@ -50,12 +50,19 @@ class CediagWarning(UserWarning):
 _IN_LOSS: contextvars.ContextVar[bool] = contextvars.ContextVar("cediag_in_loss", default=False)
 
 
-def in_guarded_loss() -> bool:
-    return _IN_LOSS.get()
-
-
-def run_unguarded(function, *args, **kwargs):
-    """Call `function` with the watch() hooks off (the call was checked already)."""
+def check_then_call(
+    guard: Guard, function, binder, args: tuple, kwargs: dict, *, criterion: Any, loss: str
+):
+    """The body every guarded entry point shares: check the bound (input, target), then run
+    the loss with the watch() hooks off, so the F.cross_entropy inside is not checked twice."""
+    opts = guard.active()
+    if opts is None:
+        return function(*args, **kwargs)
+    bound = binder.bind(args, kwargs)
+    if bound is not None:
+        guard.before_loss(
+            bound[0], bound[1], criterion=criterion, loss=loss, guard_options=opts, **bound[2]
+        )
     token = _IN_LOSS.set(True)
     try:
         return function(*args, **kwargs)

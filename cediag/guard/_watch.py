@@ -24,7 +24,7 @@ from typing import Any
 import torch.nn.functional as F
 
 from ._bind import ArgumentBinder
-from ._guard import _IN_LOSS, Guard, is_compiling
+from ._guard import _IN_LOSS, Guard, check_then_call, is_compiling
 
 _ACTIVE: contextvars.ContextVar[Guard | None] = contextvars.ContextVar("cediag_watch", default=None)
 _LOCK = threading.Lock()
@@ -43,17 +43,7 @@ def _patched(name: str, original: Any) -> Any:
         guard = _ACTIVE.get()
         if guard is None or _IN_LOSS.get():
             return original(*args, **kwargs)
-        opts = guard.active()
-        if opts is None:
-            return original(*args, **kwargs)
-        bound = binder.bind(args, kwargs)
-        if bound is not None:
-            guard.before_loss(bound[0], bound[1], loss=loss, guard_options=opts, **bound[2])
-        token = _IN_LOSS.set(True)
-        try:
-            return original(*args, **kwargs)
-        finally:
-            _IN_LOSS.reset(token)
+        return check_then_call(guard, original, binder, args, kwargs, criterion=None, loss=loss)
 
     watched.__cediag_original__ = original  # type: ignore[attr-defined]
     return watched

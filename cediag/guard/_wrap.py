@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import torch
 
 from ._bind import ArgumentBinder
-from ._guard import _IN_LOSS, Guard, is_compiling
+from ._guard import _IN_LOSS, Guard, check_then_call, is_compiling
 
 F = TypeVar("F", bound=Callable[..., Any])
 _MARK = "__cediag_guard__"
@@ -40,19 +40,9 @@ def _guarded(
     def guarded(*args: Any, **kwargs: Any) -> Any:
         if is_compiling() or _IN_LOSS.get():
             return function(*args, **kwargs)
-        opts = guard.active()
-        if opts is None:
-            return function(*args, **kwargs)
-        bound = binder.bind(args, kwargs)
-        if bound is not None:
-            guard.before_loss(
-                bound[0], bound[1], criterion=criterion, loss=loss, guard_options=opts, **bound[2]
-            )
-        token = _IN_LOSS.set(True)  # the F.cross_entropy inside is not checked again by watch()
-        try:
-            return function(*args, **kwargs)
-        finally:
-            _IN_LOSS.reset(token)
+        return check_then_call(
+            guard, function, binder, args, kwargs, criterion=criterion, loss=loss
+        )
 
     setattr(guarded, _MARK, guard)
     return guarded
