@@ -69,10 +69,6 @@ class Call:
         )
 
     @property
-    def weight_is_tensor(self) -> bool:
-        return isinstance(self.weight, torch.Tensor)
-
-    @property
     def probability_targets(self) -> bool:
         """torch's own switch: a target of exactly the input's shape holds probabilities."""
         return self.loss == "cross_entropy" and tuple(self.input.shape) == tuple(self.target.shape)

@@ -7,7 +7,6 @@ test fails when the committed file is stale. Regenerate with `python -m cediag._
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from .rules import FAMILIES, RULES, Rule
 
@@ -45,10 +44,6 @@ def catalogue_markdown() -> str:
             if r.code[2] == digit:
                 lines.append(rule_markdown(r))
     return "\n".join(lines).rstrip() + "\n"
-
-
-def write(path: Path) -> None:
-    path.write_text(catalogue_markdown())
 
 
 if __name__ == "__main__":

@@ -102,31 +102,32 @@ def finish(
 ) -> Report:
     """Read the statistics back, run the value rules and the safety net, build the Report."""
     rules = list(RULES.values()) if rules is None else rules
-    notes: list[str] = []
     if plan is not None and values is not None:
         ctx.stats = plan.read(values)
-        _run(ctx, [r for r in rules if r.phase == "values"], notes)
+        _run(ctx, [r for r in rules if r.phase == "values"])
     elif ctx.call.tensors_ok and not ctx.notes:
-        notes.append("values not checked: the tensors hold no readable data (meta device or dtype)")
+        ctx.notes.append(
+            "values not checked: the tensors hold no readable data (meta device or dtype)"
+        )
     if ctx.call.tensors_ok:
-        _run(ctx, [r for r in rules if r.phase == "final"], notes)
-    order = {code: i for i, code in enumerate(RULES)}
-    diagnostics = sorted(ctx.found, key=lambda d: (-d.severity.rank, order.get(d.code, 0)))
+        _run(ctx, [r for r in rules if r.phase == "final"])
+    # RULES is in code order, so the code breaks ties within a severity.
+    diagnostics = sorted(ctx.found, key=lambda d: (-d.severity.rank, d.code))
     return Report(
         call=ctx.call.summary(),
         diagnostics=diagnostics,
         values_checked=ctx.stats is not None,
-        notes=ctx.notes + notes,
+        notes=ctx.notes,
     )
 
 
-def _run(ctx: Context, rules: list[Rule], notes: list[str] | None = None) -> None:
+def _run(ctx: Context, rules: list[Rule]) -> None:
     for rule in rules:
         try:
             finding = rule.function(ctx)
         except Exception as error:  # a checker must never break the training step it guards
             message = f"rule {rule.code} {rule.slug} could not run: {type(error).__name__}: {error}"
-            (ctx.notes if notes is None else notes).append(message)
+            ctx.notes.append(message)
             continue
         if finding is not None:
             ctx.found.append(

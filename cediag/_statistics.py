@@ -269,13 +269,6 @@ class StatisticsPlan:
         )
 
 
-def gather_statistics(call: Call) -> Statistics:
-    """Compute and read back in one go: one host sync."""
-    plan = StatisticsPlan(call)
-    packed = plan.compute()
-    return plan.read(packed.tolist())
-
-
 # ---------------------------------------------------------------------- helpers
 
 
