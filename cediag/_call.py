@@ -174,11 +174,11 @@ def bind_call(
             label_smoothing = getattr(criterion, "label_smoothing", 0.0)
         if isinstance(criterion, torch.nn.NLLLoss):
             loss = "nll"
-    autocast = isinstance(input, torch.Tensor) and _autocast_enabled(input.device.type)
+    autocast = isinstance(input, torch.Tensor) and autocast_enabled(input.device.type)
     return Call(input, target, weight, ignore_index, reduction, label_smoothing, loss, autocast)
 
 
-def _autocast_enabled(device_type: str) -> bool:
+def autocast_enabled(device_type: str) -> bool:
     try:
         return torch.is_autocast_enabled(device_type)
     except (TypeError, RuntimeError):  # older torch, or a device type autocast does not know

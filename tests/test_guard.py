@@ -70,7 +70,7 @@ def test_wrap_keeps_module_identity_attributes_and_state_dict():
 
 
 def test_checked_binds_arguments_by_position_and_name():
-    @cediag.checked
+    @cediag.checked(budget=None)  # three calls in a row: check each one
     def loss_fn(logits, labels, ignore_index=-100):
         return F.cross_entropy(logits, labels, ignore_index=ignore_index)
 
@@ -177,7 +177,7 @@ def test_structure_checks_run_on_every_call():
 
 
 def test_same_finding_at_same_site_is_reported_once_with_a_count():
-    ce = cediag.wrap(nn.CrossEntropyLoss(), on_error="warn")
+    ce = cediag.wrap(nn.CrossEntropyLoss(), on_error="warn", budget=None)
     x = logits().softmax(1)
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
@@ -222,7 +222,9 @@ def test_cediag_disable_turns_everything_off(monkeypatch):
 
 def test_failing_check_writes_a_reproducer(tmp_path):
     ce = cediag.wrap(
-        nn.CrossEntropyLoss(weight=torch.ones(5), label_smoothing=0.1), dump_dir=tmp_path
+        nn.CrossEntropyLoss(weight=torch.ones(5), label_smoothing=0.1),
+        dump_dir=tmp_path,
+        budget=None,
     )
     t = labels()
     t[2] = 6

@@ -32,7 +32,7 @@ def script(tmp_path):
 
 def test_run_script_checks_the_loss_calls_and_prints_a_summary(script, capsys):
     with pytest.warns(cediag.CediagWarning, match="softmax-applied"):
-        code = run_script(str(script), ["0"])
+        code = run_script(str(script), ["0"], budget=None)
     out, err = capsys.readouterr()
     assert code == 0
     assert "argv ['0']" in out

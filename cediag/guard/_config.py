@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,6 +19,11 @@ from .._report import Severity
 OnError = Literal["raise", "warn", "log"]
 Sync = Literal["eager", "deferred"]
 ENV_DISABLE = "CEDIAG_DISABLE"
+# The default schedule's overhead cap, as the guard measures its own time. A guarded step slows
+# by a few times that: the check's Python code and data arrive in a CPU cache the step has
+# filled with its own (docs/performance.md).
+AUTO_BUDGET = 0.002
+DEFAULT_FIRST, DEFAULT_EVERY = 10, 100
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,12 @@ class GuardOptions:
         warnings raise too).
     first, every: the schedule. The first `first` calls at a call site get the full check, then
         every `every`-th call. Metadata-only (structure) checks run on every call.
+    budget: the largest share of the loop's wall time the guard may take (0.002 = 0.2%),
+        measured from its first call. While it is spent, calls go straight to the loss,
+        unchecked; the next call that fits is checked (a site's first call looked at gets the
+        full check, and a full check the schedule picked meanwhile is done then). "auto" (the
+        default): `AUTO_BUDGET` with the default schedule, no cap when `first` or `every` is
+        set to anything else (a schedule of your own is followed exactly). None: no cap.
     sync: "eager" reads the statistics back with one transfer per check (data errors raise
         before the loss runs); "deferred" copies them without blocking and reads them on a later
         call or at `cediag.summary()` (no host sync on the training path).
@@ -43,13 +54,16 @@ class GuardOptions:
 
     on_error: OnError = "raise"
     fail_on: Severity = Severity.error
-    first: int = 10
-    every: int = 100
+    first: int = DEFAULT_FIRST
+    every: int = DEFAULT_EVERY
+    budget: float | Literal["auto"] | None = "auto"
     sync: Sync = "eager"
     dump_dir: Path | None = None
     select: tuple[str, ...] | None = None
     ignore: tuple[str, ...] | None = None
     enabled: bool = True
+    budget_fraction: float | None = field(init=False, repr=False, compare=False, default=None)
+    """`budget` with "auto" resolved (read on every guarded call, so computed once here)."""
 
     def __post_init__(self) -> None:
         if self.on_error not in ("raise", "warn", "log"):
@@ -65,6 +79,23 @@ class GuardOptions:
             raise ValueError(
                 f"Expected `every` to be an int >= 0 (0: never after `first`), but got {self.every!r}"
             )
+        if self.budget != "auto" and self.budget is not None:
+            if isinstance(self.budget, bool) or not isinstance(self.budget, (int, float)):
+                raise ValueError(
+                    f"Expected `budget` to be a fraction in (0, 1], 'auto' or None, but got "
+                    f"{self.budget!r}"
+                )
+            if not 0 < self.budget <= 1:
+                raise ValueError(
+                    f"Expected `budget` to be a fraction in (0, 1] (0.002 = 0.2%), but got "
+                    f"{self.budget!r}"
+                )
+        if self.budget == "auto":
+            default = (self.first, self.every) == (DEFAULT_FIRST, DEFAULT_EVERY)
+            object.__setattr__(self, "budget_fraction", AUTO_BUDGET if default else None)
+        else:
+            fraction = None if self.budget is None else float(self.budget)
+            object.__setattr__(self, "budget_fraction", fraction)
         if self.dump_dir is not None:
             object.__setattr__(self, "dump_dir", Path(self.dump_dir))
         for name in ("select", "ignore"):
@@ -80,7 +111,7 @@ class GuardOptions:
         return self.every > 0 and (n - self.first) % self.every == 0
 
 
-FIELDS = frozenset(f.name for f in dataclasses.fields(GuardOptions))
+FIELDS = frozenset(f.name for f in dataclasses.fields(GuardOptions) if f.init)
 
 _BASE = GuardOptions()
 _DEFAULT: contextvars.ContextVar[GuardOptions | None] = contextvars.ContextVar(
@@ -105,12 +136,25 @@ def resolve(overrides: dict[str, Any]) -> GuardOptions:
 
 def disabled_by_env() -> bool:
     """CEDIAG_DISABLE, parsed strictly: unset, "" or "0" -> on; "1" -> off; anything else errors."""
-    value = os.environ.get(ENV_DISABLE, "")
+    value = _environ_get(ENV_DISABLE)
     if value in ("", "0"):
         return False
     if value == "1":
         return True
     raise ValueError(f"Expected {ENV_DISABLE} to be '0' or '1', but got {value!r}")
+
+
+def _environ_get(name: str) -> str:
+    """os.environ.get(name, ""), read on every guarded call: os.environ's Mapping.get costs
+    half a microsecond (it encodes the key each time), its underlying dict a twentieth of that."""
+    data, encode = getattr(os.environ, "_data", None), getattr(os.environ, "encodekey", None)
+    if not isinstance(data, dict) or encode is None:
+        return os.environ.get(name, "")
+    raw = data.get(_ENCODED.get(name) or _ENCODED.setdefault(name, encode(name)))
+    return "" if raw is None else os.environ.decodevalue(raw)
+
+
+_ENCODED: dict[str, Any] = {}
 
 
 class configure:

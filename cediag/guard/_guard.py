@@ -8,6 +8,7 @@ note in the summary, and only a finding the user asked to raise on leaves as an 
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
 import os
@@ -15,12 +16,14 @@ import sys
 import threading
 import warnings
 from dataclasses import dataclass
+from time import perf_counter
+from types import CodeType, FrameType
 from typing import Any
 
 import torch
 
 from .. import _engine
-from .._call import Call, bind_call
+from .._call import Call, autocast_enabled, bind_call
 from .._dump import write_dump
 from .._report import CrossEntropyInputError, Diagnostic, Report, Severity
 from ..rules import Rule, select_rules
@@ -55,14 +58,11 @@ def check_then_call(
 ):
     """The body every guarded entry point shares: check the bound (input, target), then run
     the loss with the watch() hooks off, so the F.cross_entropy inside is not checked twice."""
-    opts = guard.active()
-    if opts is None:
+    opts = guard.options()
+    # The budget first: a call it lets through needs nothing else, not even the environment.
+    if not opts.enabled or not guard.within_budget(opts) or disabled_by_env():
         return function(*args, **kwargs)
-    bound = binder.bind(args, kwargs)
-    if bound is not None:
-        guard.before_loss(
-            bound[0], bound[1], criterion=criterion, loss=loss, guard_options=opts, **bound[2]
-        )
+    guard.before_call(opts, binder, args, kwargs, criterion=criterion, loss=loss)
     token = _IN_LOSS.set(True)
     try:
         return function(*args, **kwargs)
@@ -84,6 +84,7 @@ _SKIP_DIRS = tuple(
     for module in (torch, sys.modules[__name__.rsplit(".", 2)[0]])
 )
 _SITE_NAMES: dict[str, str] = {}
+_MAX_CODES = 100_000
 
 
 @dataclass(frozen=True)
@@ -93,11 +94,29 @@ class Site:
     lineno: int
 
 
-def call_site(depth: int = 2) -> Site:
-    """The first frame outside torch and cediag: the user's line that called the loss."""
-    frame = sys._getframe(depth)
-    while frame is not None and frame.f_code.co_filename.startswith(_SKIP_DIRS):
+_SKIP_CODES: dict[CodeType, bool] = {}  # code object -> lives in torch or cediag
+
+
+def user_frame(frame: FrameType | None) -> tuple[FrameType | None, int]:
+    """The first frame outside torch and cediag from `frame` up (the user's line that called
+    the loss), and how many frames up it was. Each code object's verdict is remembered, so
+    that the walk costs a dict lookup per frame on repeated calls."""
+    hops = 0
+    while frame is not None:
+        code = frame.f_code
+        skip = _SKIP_CODES.get(code)
+        if skip is None:
+            skip = code.co_filename.startswith(_SKIP_DIRS)
+            if len(_SKIP_CODES) < _MAX_CODES:
+                _SKIP_CODES[code] = skip
+        if not skip:
+            return frame, hops
         frame = frame.f_back
+        hops += 1
+    return None, hops
+
+
+def site_of(frame: FrameType | None) -> Site:
     if frame is None:
         return Site("<unknown>", "<unknown>", 0)
     filename = frame.f_code.co_filename
@@ -110,6 +129,14 @@ def call_site(depth: int = 2) -> Site:
             short = filename
         _SITE_NAMES[filename] = short
     return Site(f"{short}:{frame.f_lineno}", filename, frame.f_lineno)
+
+
+@dataclass
+class _SiteState:
+    """A call site's place in the schedule."""
+
+    site: Site
+    calls: int = 0  # calls looked at (with a budget, calls let through are not counted here)
 
 
 # ---------------------------------------------------------------------- deferred reads
@@ -216,12 +243,18 @@ class Guard:
     def __init__(self, overrides: dict[str, Any] | None = None, *, sink=None):
         self.overrides = validate_overrides(overrides or {})
         self.sink = sink
-        self._counts: dict[str, int] = {}
         self._lock = threading.Lock()
         self._resolved: tuple[GuardOptions | None, GuardOptions | None] = (None, None)
+        self._sites: dict[tuple[CodeType, int] | None, _SiteState] = {}
+        self._sites_by_name: dict[str, _SiteState] = {}
         # Metadata of calls whose structure checks passed: structure rules read nothing else,
         # so a repeat needs no re-check (training loops repeat a handful of shapes).
-        self._clean_structures: set[tuple] = set()
+        self._clean_keys: set[tuple] = set()
+        # The overhead budget's books: when the first guarded call came, and the seconds spent
+        # in full checks (and in reading deferred ones) since.
+        self._started: float | None = None
+        self._spent = 0.0
+        self._site_depth = 1_000_000  # stack depth of the user's frame from within_budget
 
     def options(self) -> GuardOptions:
         """The context's default with this entry point's options on top (cached per default)."""
@@ -237,51 +270,103 @@ class Guard:
         opts = self.options()
         return opts if opts.enabled and not disabled_by_env() else None
 
-    def before_loss(
+    def within_budget(self, opts: GuardOptions) -> bool:
+        """Whether to look at this call: always without a budget, else while the time spent in
+        the guard is within `budget` of the wall time since its first call, and on the first
+        call from a line not seen before. A call let through costs this method and nothing
+        else: one perf_counter, one frame lookup, one dict lookup."""
+        budget = opts.budget_fraction
+        if budget is None or self._started is None:
+            return True
+        if self._spent <= budget * (perf_counter() - self._started):
+            return True
+        try:  # the caller's frame sits at the same depth on every call from one code path
+            frame = sys._getframe(self._site_depth)
+        except ValueError:  # a shallower stack than before
+            return True
+        if (frame.f_code, frame.f_lasti) not in self._sites:
+            frame, _ = user_frame(frame)  # another code path: walk up to the user's frame
+            if frame is not None and (frame.f_code, frame.f_lasti) not in self._sites:
+                return True
+        COLLECTOR.let_through += 1  # unlocked: a lost count under a thread race is harmless
+        return False
+
+    def before_call(
         self,
-        input: Any,
-        target: Any,
+        opts: GuardOptions,
+        binder: Any,
+        args: tuple,
+        kwargs: dict,
         *,
         criterion: Any = None,
         loss: str = "cross_entropy",
-        guard_options: GuardOptions | None = None,
-        **options: Any,
     ) -> None:
         """Check one call before the loss runs. Raises only CrossEntropyInputError, and only
-        when `on_error="raise"`. `guard_options`: from `active()`, when the caller has them."""
-        opts = guard_options or self.active()
-        if opts is None:
-            return
-        site = call_site(2)
+        when `on_error="raise"`.
+
+        The common case, a call whose shapes, dtypes and options passed before and that the
+        schedule does not pick, costs a frame walk, a counter and one set lookup.
+        """
+        start = perf_counter()
+        try:
+            self._look(opts, binder, args, kwargs, criterion, loss)
+        finally:
+            end = perf_counter()
+            with self._lock:
+                if self._started is None:
+                    self._started = start
+                self._spent += end - start
+
+    def _look(self, opts, binder, args, kwargs, criterion, loss) -> None:
+        # Frames: here <- before_call <- check_then_call <- entry point (wrap, watch) <- ...
+        frame, hops = user_frame(sys._getframe(3))
+        # within_budget (called by check_then_call) finds that frame at depth 2 + hops.
+        self._site_depth = min(self._site_depth, 2 + hops)
+        state = self._site_state(frame)
         with self._lock:
-            n = self._counts.get(site.name, 0) + 1
-            self._counts[site.name] = n
+            state.calls += 1
+            n = state.calls
         full = opts.full_check(n)
         COLLECTOR.count_call(full)
         if _PENDING:
             drain(block=False, may_raise=True)
+        key = None
+        if not full:
+            key = structure_key(args, kwargs, criterion, loss, opts)
+            if _known(key, self._clean_keys):
+                return
+        bound = binder.bind(args, kwargs)
+        if bound is None:
+            return
         try:
-            call = bind_call(input, target, criterion=criterion, loss=loss, **options)  # type: ignore[arg-type]
-            report = self._check(call, opts, full, site, n)
+            call = bind_call(bound[0], bound[1], criterion=criterion, loss=loss, **bound[2])  # type: ignore[arg-type]
+            report = self._check(call, opts, full, state.site, n, key)
         except Exception as error:  # a checker must not break the step it guards
-            COLLECTOR.note(f"check at {site.name} failed: {type(error).__name__}: {error}")
+            COLLECTOR.note(f"check at {state.site.name} failed: {type(error).__name__}: {error}")
             return
         if report is not None:
-            self.handle(report, call, site, n, opts, may_raise=True)
+            self.handle(report, call, state.site, n, opts, may_raise=True)
+
+    def _site_state(self, frame: FrameType | None) -> _SiteState:
+        key = None if frame is None else (frame.f_code, frame.f_lasti)
+        state = self._sites.get(key)
+        if state is None:
+            site = site_of(frame)
+            with self._lock:
+                state = self._sites_by_name.setdefault(site.name, _SiteState(site))
+                self._sites[key] = state
+        return state
 
     def _check(
-        self, call: Call, opts: GuardOptions, full: bool, site: Site, n: int
+        self, call: Call, opts: GuardOptions, full: bool, site: Site, n: int, key: tuple | None
     ) -> Report | None:
         rules = _rules(opts)
-        if not full:
-            signature = _metadata_signature(call, opts)
-            if signature is not None and signature in self._clean_structures:
-                return None  # same shapes, dtypes and options as a call that passed: skip
         ctx = _engine.check_structure(call, rules)
         if not full:
             if not ctx.found and (not call.tensors_ok or ctx.rejection is None):
-                if signature is not None and len(self._clean_structures) < _MAX_SIGNATURES:
-                    self._clean_structures.add(signature)
+                if key is not None and len(self._clean_keys) < _MAX_SIGNATURES:
+                    with contextlib.suppress(TypeError):  # unhashable: not remembered
+                        self._clean_keys.add(key)
                 return None
             ctx.notes.append(f"values not checked on call {n} (schedule: {_schedule_text(opts)})")
             return _engine.finish(ctx, rules, None, None)
@@ -363,22 +448,59 @@ class Guard:
 _MAX_SIGNATURES = 1024
 
 
-def _metadata_signature(call: Call, opts: GuardOptions) -> tuple | None:
-    """What the structure rules depend on, as a hashable key; None for odd arguments."""
-    parts = []
-    for value in (call.input, call.target, call.weight):
-        if value is None:
-            parts.append(None)
-        elif isinstance(value, torch.Tensor):
-            parts.append((tuple(value.shape), value.dtype, value.device, value.layout))
+def structure_key(
+    args: tuple, kwargs: dict, criterion: Any, loss: str, opts: GuardOptions
+) -> tuple:
+    """What the structure rules depend on, read straight off the arguments (no binding): each
+    tensor's shape, dtype, device and layout, other arguments by type and value, the options a
+    criterion module holds, the loss kind, autocast, and the rule selection. It may hold
+    unhashable values (a list for an option): look it up with `_known`."""
+    device = None
+    parts: list[Any] = [loss, opts.select, opts.ignore]
+    for value in args:
+        if isinstance(value, torch.Tensor):
+            device = device or value.device
+            parts.append((value.shape, value.dtype, value.device, value.layout))
         else:
-            return None
-    options = (call.ignore_index, call.reduction, call.label_smoothing, call.loss, call.autocast)
+            parts.append((type(value), value))
+    for name, value in kwargs.items():
+        if isinstance(value, torch.Tensor):
+            device = device or value.device
+            parts.append((name, value.shape, value.dtype, value.device, value.layout))
+        else:
+            parts.append((name, type(value), value))
+    if criterion is not None:
+        parts.append(_criterion_options(criterion))
+    parts.append(device is not None and autocast_enabled(device.type))
+    return tuple(parts)
+
+
+def _known(key: tuple, keys: set[tuple]) -> bool:
     try:
-        hash(options)
-    except TypeError:
-        return None
-    return (*parts, options, opts.select, opts.ignore)
+        return key in keys
+    except TypeError:  # an unhashable argument: such calls are always checked
+        return False
+
+
+def _criterion_options(criterion: Any) -> tuple:
+    """The options `bind_call` reads from a loss module, read from its `__dict__`:
+    nn.Module.__getattr__ costs half a microsecond per buffer or missing attribute."""
+    state = getattr(criterion, "__dict__", None)
+    if state is None:
+        return (criterion,)
+    weight = state.get("weight")
+    if weight is None:
+        weight = state.get("_buffers", {}).get("weight")
+    if weight is None:
+        weight = state.get("_parameters", {}).get("weight")
+    if isinstance(weight, torch.Tensor):
+        weight = (weight.shape, weight.dtype, weight.device, weight.layout)
+    return (
+        weight,
+        state.get("ignore_index"),
+        state.get("reduction"),
+        state.get("label_smoothing"),
+    )
 
 
 def _schedule_text(opts: GuardOptions) -> str:

@@ -37,6 +37,7 @@ class GuardSummary(BaseModel):
 
     calls: int = 0  # guarded calls seen
     checked: int = 0  # calls that got the full (values) check
+    let_through: int = 0  # calls the overhead budget let through unchecked
     entries: list[SummaryEntry] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
 
@@ -54,6 +55,8 @@ class GuardSummary(BaseModel):
 
     def __str__(self) -> str:
         head = f"cediag: {self.calls} cross-entropy calls guarded, {self.checked} fully checked"
+        if self.let_through:
+            head += f", {self.let_through} let through unchecked to stay within the overhead budget"
         if not self.entries:
             lines = [f"{head}; no findings"]
         else:
@@ -85,6 +88,7 @@ class Collector:
     records: dict[tuple[str, str], _Record] = field(default_factory=dict)
     calls: int = 0
     checked: int = 0
+    let_through: int = 0
     notes: dict[str, None] = field(default_factory=dict)  # ordered set
 
     def count_call(self, full: bool) -> None:
@@ -132,14 +136,18 @@ class Collector:
             ]
             entries.sort(key=lambda e: (-e.severity.rank, e.site, e.code))
             return GuardSummary(
-                calls=self.calls, checked=self.checked, entries=entries, notes=list(self.notes)
+                calls=self.calls + self.let_through,
+                checked=self.checked,
+                let_through=self.let_through,
+                entries=entries,
+                notes=list(self.notes),
             )
 
     def clear(self) -> None:
         with self.lock:
             self.records.clear()
             self.notes.clear()
-            self.calls = self.checked = 0
+            self.calls = self.checked = self.let_through = 0
 
 
 COLLECTOR = Collector()
