@@ -16,7 +16,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 import cediag
-from cediag.guard._config import GuardOptions
+from cediag.guard import _guard as guard_module
+from cediag.guard._config import AUTO_BUDGET, GuardOptions
 
 
 @pytest.fixture(autouse=True)
@@ -167,6 +168,78 @@ def test_data_fault_after_the_first_calls_is_caught_on_schedule():
     summary = cediag.summary()
     assert summary.calls == 8 and summary.checked == 4
     assert summary.by_rule("CE206")[0].count == 2
+
+
+class _Clock:
+    """perf_counter for the guard: every reading advances `step` seconds, so each check the
+    guard times takes a known while; `now += ...` lets wall time pass between calls."""
+
+    def __init__(self, step: float):
+        self.now, self.step = 100.0, step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+def _outcomes(ce, batches) -> list[str]:
+    outcome = []
+    for x, t in batches:
+        try:
+            ce(x, t)
+            outcome.append("ok")
+        except cediag.CrossEntropyInputError:
+            outcome.append("cediag")
+        except IndexError:  # torch's own error: cediag let that call through
+            outcome.append("torch")
+    return outcome
+
+
+def test_default_budget_lets_repeats_through_until_time_has_passed(monkeypatch):
+    clock = _Clock(step=1e-3)  # a check takes 1 ms; the budget is 0.2% of the time since
+    monkeypatch.setattr(guard_module, "perf_counter", clock)
+    ce = cediag.wrap(nn.CrossEntropyLoss())
+    bad = labels()
+    bad[0] = 9
+    assert _outcomes(ce, [(logits(), bad)] * 3) == ["cediag", "torch", "torch"]
+    clock.now += 1.0  # 1 s later, 2 ms of budget: the next call is checked again
+    assert _outcomes(ce, [(logits(), bad)]) == ["cediag"]
+    summary = cediag.summary()
+    assert (summary.calls, summary.checked, summary.let_through) == (4, 2, 2)
+    assert "2 let through unchecked to stay within the overhead budget" in str(summary)
+
+
+def test_budget_still_checks_the_first_call_from_a_new_line(monkeypatch):
+    monkeypatch.setattr(guard_module, "perf_counter", _Clock(step=1e-3))
+    ce = cediag.wrap(nn.CrossEntropyLoss())
+    ce(logits(), labels())  # the training line: checked, and the budget is spent
+    bad = labels()
+    bad[0] = 9
+    with pytest.raises(cediag.CrossEntropyInputError, match="target-out-of-range"):
+        ce(logits(), bad)  # another line (an eval loop, say): its first call is checked
+
+
+def test_a_schedule_of_your_own_is_followed_exactly(monkeypatch):
+    monkeypatch.setattr(guard_module, "perf_counter", _Clock(step=1e-3))
+    bad = labels()
+    bad[0] = 9
+    for ce in (
+        cediag.wrap(nn.CrossEntropyLoss(), every=1),
+        cediag.wrap(nn.CrossEntropyLoss(), budget=None),
+    ):
+        assert _outcomes(ce, [(logits(), bad)] * 3) == ["cediag"] * 3
+    assert cediag.summary().let_through == 0
+
+
+def test_budget_option_values():
+    assert GuardOptions().budget_fraction == AUTO_BUDGET
+    assert GuardOptions(first=1).budget_fraction is None
+    assert GuardOptions(every=1).budget_fraction is None
+    assert GuardOptions(every=1, budget=0.01).budget_fraction == 0.01
+    assert GuardOptions(budget=None).budget_fraction is None
+    for bad in (0, -0.1, 1.5, "1%", True):
+        with pytest.raises(ValueError, match="budget"):
+            GuardOptions(budget=bad)
 
 
 def test_structure_checks_run_on_every_call():
