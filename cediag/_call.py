@@ -48,7 +48,11 @@ def shape_str(shape) -> str:
 
 @dataclass
 class Call:
-    """The arguments of one F.cross_entropy / F.nll_loss call, as the checker sees them."""
+    """The arguments of one F.cross_entropy / F.nll_loss call, as the checker sees them.
+
+    Read-only once bound: what the metadata implies is computed once per call (rules ask for
+    it dozens of times), so replacing a tensor must keep its shape, dtype and device.
+    """
 
     input: Any
     target: Any
@@ -60,7 +64,7 @@ class Call:
     autocast: bool = False  # inside torch.autocast, cross_entropy runs in float32
 
     # ------------------------------------------------------------ what kind of call is this
-    @property
+    @cached_property
     def tensors_ok(self) -> bool:
         """Both main arguments are dense, strided tensors (the only kind we analyse)."""
         return all(
@@ -68,17 +72,17 @@ class Call:
             for t in (self.input, self.target)
         )
 
-    @property
+    @cached_property
     def probability_targets(self) -> bool:
         """torch's own switch: a target of exactly the input's shape holds probabilities."""
         return self.loss == "cross_entropy" and tuple(self.input.shape) == tuple(self.target.shape)
 
-    @property
+    @cached_property
     def class_dim(self) -> int:
         """The dim torch normalises over: 0 for unbatched (C,) input, else 1."""
         return 0 if self.input.dim() == 1 else 1
 
-    @property
+    @cached_property
     def n_classes(self) -> int | None:
         return int(self.input.shape[self.class_dim]) if self.input.dim() >= 1 else None
 
@@ -93,17 +97,17 @@ class Call:
             return self.input.dim() - 1
         return self.class_dim
 
-    @property
+    @cached_property
     def presumed_n_classes(self) -> int | None:
         if self.input.dim() == 0:
             return None
         return int(self.input.shape[self.presumed_class_dim])
 
-    @property
+    @cached_property
     def is_float_input(self) -> bool:
         return self.input.dtype in FLOAT_DTYPES
 
-    @property
+    @cached_property
     def on_meta(self) -> bool:
         return any(
             isinstance(t, torch.Tensor) and t.is_meta

@@ -101,6 +101,16 @@ def finish(
     values: list[float] | None,
 ) -> Report:
     """Read the statistics back, run the value rules and the safety net, build the Report."""
+    return build_report(evaluate(ctx, rules, plan, values))
+
+
+def evaluate(
+    ctx: Context,
+    rules: list[Rule] | None,
+    plan: StatisticsPlan | None,
+    values: list[float] | None,
+) -> Context:
+    """Read the statistics back and run the value rules and the safety net into `ctx`."""
     rules = list(RULES.values()) if rules is None else rules
     if plan is not None and values is not None:
         ctx.stats = plan.read(values)
@@ -111,6 +121,10 @@ def finish(
         )
     if ctx.call.tensors_ok:
         _run(ctx, [r for r in rules if r.phase == "final"])
+    return ctx
+
+
+def build_report(ctx: Context) -> Report:
     # RULES is in code order, so the code breaks ties within a severity.
     diagnostics = sorted(ctx.found, key=lambda d: (-d.severity.rank, d.code))
     return Report(

@@ -54,7 +54,7 @@ class IndexTargetStats:
     valid_max: float | None
     minus_one: int
     equal_to_n_classes: int
-    histogram: list[int]  # counts of values <= -1, 0, 1, ..., 255, >= 256
+    histogram: list[float]  # counts of values <= -1, 0, 1, ..., 255, >= 256 (whole numbers)
     fractional: int = 0  # float targets only: values that are not whole numbers
     non_finite: int = 0
     sequence_last: list[int] = field(default_factory=list)  # (B, T) targets: last id per row
@@ -62,7 +62,7 @@ class IndexTargetStats:
     sequence_count: list[int] = field(default_factory=list)  # occurrences of that id in the row
 
     def count(self, value: int) -> int:
-        return self.histogram[value - HIST_LOW] if 0 <= value <= 255 else 0
+        return int(self.histogram[value - HIST_LOW]) if 0 <= value <= 255 else 0
 
     def values_present(self, low: int = 0, high: int = 255) -> list[int]:
         return [v for v in range(low, high + 1) if self.count(v)]
@@ -101,7 +101,7 @@ class StatisticsPlan:
     def __init__(self, call: Call):
         self.call = call
         self._layout: list[tuple[str, int]] = []
-        self._parts: list[torch.Tensor] = []
+        self._parts: list[tuple[str, torch.Tensor]] = []
 
     # ------------------------------------------------------------------ compute
     def compute(self) -> torch.Tensor:
@@ -116,17 +116,23 @@ class StatisticsPlan:
                     self._same_shape_parts(t, call.class_dim)
                 elif not call.probability_targets:
                     self._index_target_parts(t)
-            if not self._parts:
-                return torch.zeros(0, dtype=torch.float64, device=x.device)
-            # One cat with type promotion (the empty float64 head makes the result float64)
-            # instead of a conversion per part: this pass is many tiny ops on small inputs.
-            head = torch.empty(0, dtype=torch.float64, device=x.device)
-            return torch.cat([head, *self._parts])
+            return self._pack(x.device)
 
     def _put(self, name: str, value: torch.Tensor) -> None:
-        value = value.reshape(-1)
-        self._layout.append((name, value.numel()))
-        self._parts.append(value)
+        self._parts.append((name, value))
+
+    def _pack(self, device: torch.device) -> torch.Tensor:
+        """All parts in one float64 tensor, and `_layout` to read it back. This pass is many
+        tiny ops on small inputs, so the scalars (most parts) go in one stack, led by a float64
+        zero so that it promotes to float64 (counts stay exact), and the vectors join it in one
+        cat, which promotes them too."""
+        zero = torch.zeros((), dtype=torch.float64, device=device)
+        scalars = [(name, value) for name, value in self._parts if value.dim() == 0]
+        vectors = [(name, value.reshape(-1)) for name, value in self._parts if value.dim() != 0]
+        self._layout = [("", 1)] + [(name, 1) for name, _ in scalars]
+        self._layout += [(name, value.numel()) for name, value in vectors]
+        stacked = torch.stack([zero, *(value for _, value in scalars)])
+        return torch.cat([stacked, *(value for _, value in vectors)]) if vectors else stacked
 
     def _input_parts(self, x: torch.Tensor, class_dim: int) -> None:
         low, high = torch.aminmax(x)
@@ -152,9 +158,10 @@ class StatisticsPlan:
                 spreads.append(torch.sub(rows, first).abs_().amax().reshape(1))
             sums, lse = torch.cat(sums), torch.cat(lses)
             nonzero, spread = torch.cat(nonzeros).sum(), torch.cat(spreads).amax()
-        self._put("in.row_sum", torch.stack(torch.aminmax(sums)))
-        self._put("in.row_lse", torch.stack(torch.aminmax(lse)))
-        self._put("in.sample_zeros", sample.numel() - nonzero)
+        low, high = torch.aminmax(torch.stack((sums, lse)), dim=1)
+        self._put("in.rows_low", low)  # least row sum, least row logsumexp
+        self._put("in.rows_high", high)
+        self._put("in.sample_nonzero", nonzero)
         self._put("in.row_spread", spread)
 
     def _index_target_parts(self, t: torch.Tensor) -> None:
@@ -162,14 +169,21 @@ class StatisticsPlan:
         n_classes = call.presumed_n_classes or 0
         ignore = call.ignore_index if type(call.ignore_index) is int else -100
         flat = t.reshape(-1)
-        # In chunks, into accumulators allocated up front: the int64 temporaries stay bounded
-        # however large a segmentation target is, and no small result is left between them
-        # (long-lived small tensors keep the allocator from returning the freed chunks).
-        totals = _IndexTotals(flat.device, flat.dtype.is_floating_point)
-        for i in range(0, flat.numel(), TARGET_CHUNK_ELEMENTS):
-            totals.add(flat[i : i + TARGET_CHUNK_ELEMENTS], n_classes, ignore)
-        for name, value in totals.parts():
-            self._put(name, value)
+        if flat.numel() <= TARGET_CHUNK_ELEMENTS:  # the usual case: one chunk, no totals
+            counts, low, high, hist = _index_chunk(flat, n_classes, ignore)
+        else:
+            # In chunks, into accumulators allocated up front: the int64 temporaries stay
+            # bounded however large a segmentation target is, and no small result is left
+            # between them (long-lived small tensors keep the allocator from returning the
+            # freed chunks).
+            totals = _IndexTotals(flat.device, flat.dtype.is_floating_point)
+            for i in range(0, flat.numel(), TARGET_CHUNK_ELEMENTS):
+                totals.add(*_index_chunk(flat[i : i + TARGET_CHUNK_ELEMENTS], n_classes, ignore))
+            counts, low, high, hist = totals.counts, totals.low, totals.high, totals.hist
+        self._put("tg.counts", counts)
+        self._put("tg.valid_min", low)
+        self._put("tg.valid_max", high)
+        self._put("tg.hist", hist)
         if t.dim() == 2 and call.input.dim() == 3 and t.shape[1] >= 8:
             seq = t[:MAX_SEQUENCE_ROWS].long()
             last = seq[:, -1]
@@ -212,7 +226,7 @@ class StatisticsPlan:
         stats = Statistics()
         if "in.min" in got:
             stats.input = self._read_input(got)
-        if "tg.ignored" in got:
+        if "tg.counts" in got:
             stats.index_target = self._read_index_target(got)
         if "pt.min" in got:
             rows_total = self.call.target.numel() // max(self.call.n_classes or 1, 1)
@@ -241,28 +255,29 @@ class StatisticsPlan:
             max=got["in.max"][0],
             rows_total=rows_total,
             rows_sampled=rows,
-            row_sum=tuple(got["in.row_sum"]),
-            row_logsumexp=tuple(got["in.row_lse"]),
-            sample_zeros=int(got["in.sample_zeros"][0]),
+            row_sum=(got["in.rows_low"][0], got["in.rows_high"][0]),
+            row_logsumexp=(got["in.rows_low"][1], got["in.rows_high"][1]),
+            sample_zeros=rows * n_classes - int(got["in.sample_nonzero"][0]),
             sample_size=rows * n_classes,
             row_spread=got["in.row_spread"][0],
         )
 
     def _read_index_target(self, got: dict[str, list[float]]) -> IndexTargetStats:
         numel = self.call.target.numel()
-        ignored = int(got["tg.ignored"][0])
-        has_valid = ignored < numel
+        values = [int(v) for v in got["tg.counts"]]
+        counts = dict(zip(_COUNTS, [0, 0, *values] if len(values) == 4 else values, strict=True))
+        has_valid = counts["ignored"] < numel
         return IndexTargetStats(
             numel=numel,
-            ignored=ignored,
-            out_of_range=int(got["tg.out_of_range"][0]),
+            ignored=counts["ignored"],
+            out_of_range=counts["out_of_range"],
             valid_min=got["tg.valid_min"][0] if has_valid else None,
             valid_max=got["tg.valid_max"][0] if has_valid else None,
-            minus_one=int(got["tg.minus_one"][0]),
-            equal_to_n_classes=int(got["tg.eq_classes"][0]),
-            histogram=[int(v) for v in got["tg.hist"]],
-            fractional=int(got.get("tg.fractional", [0])[0]),
-            non_finite=int(got.get("tg.non_finite", [0])[0]),
+            minus_one=counts["minus_one"],
+            equal_to_n_classes=counts["equal_to_n_classes"],
+            histogram=got["tg.hist"],  # 258 floats: ints only for the bins a rule reads
+            fractional=counts["fractional"],
+            non_finite=counts["non_finite"],
             sequence_last=[int(v) for v in got.get("tg.seq_last", [])],
             sequence_run=[int(v) for v in got.get("tg.seq_run", [])],
             sequence_count=[int(v) for v in got.get("tg.seq_count", [])],
@@ -274,57 +289,66 @@ class StatisticsPlan:
 
 TARGET_CHUNK_ELEMENTS = 1 << 18
 _BIG = torch.iinfo(torch.int64).max
+# What `_index_chunk` counts, in order (the first two for float targets only).
 _COUNTS = (
-    "tg.non_finite",
-    "tg.fractional",
-    "tg.ignored",
-    "tg.out_of_range",
-    "tg.minus_one",
-    "tg.eq_classes",
+    "non_finite",
+    "fractional",
+    "ignored",
+    "out_of_range",
+    "minus_one",
+    "equal_to_n_classes",
 )
+
+
+def _index_chunk(
+    flat: torch.Tensor, n_classes: int, ignore: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Statistics of one chunk of class-index targets: the `_COUNTS` (int64; the last four
+    only for integer targets), the least and greatest value other than `ignore` (sentinels
+    when there is none), and the histogram."""
+    if flat.dtype.is_floating_point:
+        flat = flat.double()
+        finite = torch.isfinite(flat)
+        safe = torch.where(finite, flat, torch.zeros((), dtype=flat.dtype, device=flat.device))
+        rounded = safe.round()
+        float_masks = [finite.logical_not(), safe != rounded]
+        flat = rounded.clamp(-(2**62), 2**62).long()
+    else:
+        float_masks = []
+        flat = flat.long()
+    valid = flat != ignore
+    out_of_range = valid & ((flat < 0) | (flat >= n_classes))
+    masks = [*float_masks, valid.logical_not(), out_of_range, flat == -1, flat == n_classes]
+    counts = torch.stack(masks).sum(1)  # one reduction for every count
+    low = torch.where(valid, flat, _BIG).min()
+    high = torch.where(valid, flat, -_BIG).max()
+    clipped = flat.clamp(HIST_LOW, HIST_HIGH).sub_(HIST_LOW)
+    if clipped.device.type == "cpu":  # no host to wait for: bincount is one kernel
+        hist = torch.bincount(clipped, minlength=HIST_HIGH - HIST_LOW + 1)
+    else:  # not bincount: it reads the maximum back to the host on CUDA
+        hist = torch.zeros(HIST_HIGH - HIST_LOW + 1, dtype=torch.int64, device=flat.device)
+        ones = torch.ones((), dtype=torch.int64, device=flat.device).expand(clipped.shape)
+        hist.index_add_(0, clipped, ones)
+    return counts, low, high, hist
 
 
 class _IndexTotals:
     """Running statistics of class-index targets, updated in place chunk by chunk."""
 
     def __init__(self, device: torch.device, floating: bool):
-        self.floating = floating
-        self.counts = torch.zeros(len(_COUNTS), dtype=torch.int64, device=device)
+        size = len(_COUNTS) if floating else len(_COUNTS) - 2
+        self.counts = torch.zeros(size, dtype=torch.int64, device=device)
         self.low = torch.full((), _BIG, dtype=torch.int64, device=device)
         self.high = torch.full((), -_BIG, dtype=torch.int64, device=device)
         self.hist = torch.zeros(HIST_HIGH - HIST_LOW + 1, dtype=torch.int64, device=device)
 
-    def add(self, flat: torch.Tensor, n_classes: int, ignore: int) -> None:
-        counts = self.counts
-        if flat.dtype.is_floating_point:
-            flat = flat.double()
-            finite = torch.isfinite(flat)
-            counts[0].add_(flat.numel() - finite.sum())
-            safe = torch.where(finite, flat, torch.zeros((), dtype=flat.dtype, device=flat.device))
-            counts[1].add_((safe != safe.round()).sum())
-            flat = safe.round().clamp(-(2**62), 2**62).long()
-        else:
-            flat = flat.long()
-        valid = flat != ignore
-        counts[2].add_(flat.numel() - valid.sum())
-        counts[3].add_((valid & ((flat < 0) | (flat >= n_classes))).sum())
-        counts[4].add_((flat == -1).sum())
-        counts[5].add_((flat == n_classes).sum())
-        torch.minimum(self.low, torch.where(valid, flat, _BIG).min(), out=self.low)
-        torch.maximum(self.high, torch.where(valid, flat, -_BIG).max(), out=self.high)
-        clipped = flat.clamp(HIST_LOW, HIST_HIGH).sub_(HIST_LOW)
-        # index_add_, not bincount: bincount reads the maximum back to the host on CUDA.
-        ones = torch.ones((), dtype=torch.int64, device=flat.device).expand(clipped.shape)
-        self.hist.index_add_(0, clipped, ones)
-
-    def parts(self) -> list[tuple[str, torch.Tensor]]:
-        named = dict(zip(_COUNTS, self.counts, strict=True))
-        order = ["tg.non_finite", "tg.fractional"] if self.floating else []
-        order += ["tg.ignored", "tg.out_of_range"]
-        parts = [(name, named[name]) for name in order]
-        parts += [("tg.valid_min", self.low), ("tg.valid_max", self.high)]
-        parts += [(name, named[name]) for name in ("tg.minus_one", "tg.eq_classes")]
-        return [*parts, ("tg.hist", self.hist)]
+    def add(
+        self, counts: torch.Tensor, low: torch.Tensor, high: torch.Tensor, hist: torch.Tensor
+    ) -> None:
+        self.counts.add_(counts)
+        torch.minimum(self.low, low, out=self.low)
+        torch.maximum(self.high, high, out=self.high)
+        self.hist.add_(hist)
 
 
 def _is_integer(t: torch.Tensor) -> bool:
@@ -370,6 +394,8 @@ def sample_rows(x: torch.Tensor, dim: int, count: int) -> torch.Tensor:
     except RuntimeError:  # the other dims do not merge into one without a copy
         rows = None
     if rows is not None:
+        if size == n_rows:  # every row: the view itself
+            return rows
         picks = torch.linspace(0, n_rows - 1, size, device=x.device).round().long()
         return rows.index_select(0, picks)
     steps = [round(i * (n_rows - 1) / max(size - 1, 1)) for i in range(size)]

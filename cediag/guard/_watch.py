@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from ._bind import ArgumentBinder
 from ._guard import _IN_LOSS, Guard, check_then_call, is_compiling
+from ._summary import COLLECTOR
 
 _ACTIVE: contextvars.ContextVar[Guard | None] = contextvars.ContextVar("cediag_watch", default=None)
 _LOCK = threading.Lock()
@@ -42,6 +43,10 @@ def _patched(name: str, original: Any) -> Any:
             return original(*args, **kwargs)
         guard = _ACTIVE.get()
         if guard is None or _IN_LOSS.get():
+            return original(*args, **kwargs)
+        if guard.countdown:  # over budget: straight to the loss (see Guard.within_budget)
+            guard.countdown -= 1
+            COLLECTOR.let_through += 1
             return original(*args, **kwargs)
         return check_then_call(guard, original, binder, args, kwargs, criterion=None, loss=loss)
 

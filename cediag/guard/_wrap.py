@@ -17,6 +17,7 @@ import torch
 
 from ._bind import ArgumentBinder
 from ._guard import _IN_LOSS, Guard, check_then_call, is_compiling
+from ._summary import COLLECTOR
 
 F = TypeVar("F", bound=Callable[..., Any])
 _MARK = "__cediag_guard__"
@@ -38,6 +39,10 @@ def _guarded(
 ) -> Callable:
     @functools.wraps(function)
     def guarded(*args: Any, **kwargs: Any) -> Any:
+        if guard.countdown:  # over budget: straight to the loss (see Guard.within_budget)
+            guard.countdown -= 1
+            COLLECTOR.let_through += 1
+            return function(*args, **kwargs)
         if is_compiling() or _IN_LOSS.get():
             return function(*args, **kwargs)
         return check_then_call(
