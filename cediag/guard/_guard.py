@@ -70,11 +70,12 @@ def check_then_call(
         _IN_LOSS.reset(token)
 
 
-def is_compiling() -> bool:
-    try:
-        return torch.compiler.is_compiling()
-    except AttributeError:  # torch < 2.3
-        return False
+def _never_compiling() -> bool:  # torch < 2.3 has no torch.compiler.is_compiling
+    return False
+
+
+# The function itself, not a wrapper around it: it runs first on every guarded call.
+is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", _never_compiling)
 
 
 # ---------------------------------------------------------------------- call sites
@@ -250,8 +251,8 @@ class Guard:
         # Metadata of calls whose structure checks passed: structure rules read nothing else,
         # so a repeat needs no re-check (training loops repeat a handful of shapes).
         self._clean_keys: set[tuple] = set()
-        # The overhead budget's books: when the first guarded call came, and the seconds spent
-        # in full checks (and in reading deferred ones) since.
+        # The overhead budget's books: when the first call was looked at, and the seconds spent
+        # looking at calls since (full checks, metadata checks, reading deferred ones).
         self._started: float | None = None
         self._spent = 0.0
         self._site_depth = 1_000_000  # stack depth of the user's frame from within_budget
@@ -267,11 +268,6 @@ class Guard:
             resolved = resolve(self.overrides)
             self._resolved = (base, resolved)
         return resolved
-
-    def active(self) -> GuardOptions | None:
-        """The options to check with, or None when the guard is off (option or CEDIAG_DISABLE)."""
-        opts = self.options()
-        return opts if opts.enabled and not disabled_by_env() else None
 
     def within_budget(self, opts: GuardOptions) -> bool:
         """Whether to look at this call: always without a budget, else while the time spent in

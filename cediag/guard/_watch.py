@@ -42,11 +42,13 @@ def _patched(name: str, original: Any) -> Any:
         if is_compiling():
             return original(*args, **kwargs)
         guard = _ACTIVE.get()
-        if guard is None or _IN_LOSS.get():
+        if guard is None:
             return original(*args, **kwargs)
         if guard.countdown:  # over budget: straight to the loss (see Guard.within_budget)
             guard.countdown -= 1
             COLLECTOR.let_through += 1
+            return original(*args, **kwargs)
+        if _IN_LOSS.get():
             return original(*args, **kwargs)
         return check_then_call(guard, original, binder, args, kwargs, criterion=None, loss=loss)
 

@@ -39,11 +39,13 @@ def _guarded(
 ) -> Callable:
     @functools.wraps(function)
     def guarded(*args: Any, **kwargs: Any) -> Any:
+        if is_compiling():  # first: nothing below may become part of a compiled graph
+            return function(*args, **kwargs)
         if guard.countdown:  # over budget: straight to the loss (see Guard.within_budget)
             guard.countdown -= 1
             COLLECTOR.let_through += 1
             return function(*args, **kwargs)
-        if is_compiling() or _IN_LOSS.get():
+        if _IN_LOSS.get():
             return function(*args, **kwargs)
         return check_then_call(
             guard, function, binder, args, kwargs, criterion=criterion, loss=loss
@@ -68,7 +70,8 @@ def wrap(
     module or function taking `(input, target, ...)`. `loss="nll"` checks it as `F.nll_loss`
     (inferred for `nn.NLLLoss` and functions named `*nll*`). `input_arg` / `target_arg` name the
     arguments when they are not the first two. `options`: `on_error`, `fail_on`, `first`,
-    `every`, `sync`, `dump_dir`, `select`, `ignore`, `enabled` (see `cediag.configure`).
+    `every`, `budget`, `sync`, `dump_dir`, `select`, `ignore`, `enabled` (see
+    `cediag.guard.GuardOptions`).
     Modules are guarded in place and returned; functions are returned wrapped.
     """
     guard = Guard(options)
