@@ -1,6 +1,6 @@
-"""The check a guarded loss runs before the loss: schedule, sync mode, de-duplication, and what
-to do with a finding (raise, warn, log, dump). `wrap`, `checked` and `watch` all go through
-`Guard.before_loss`.
+"""The check a guarded loss runs before the loss: overhead budget, schedule, sync mode,
+de-duplication, and what to do with a finding (raise, warn, log, dump). `wrap`, `checked` and
+`watch` all go through `check_then_call` (after counting down `Guard.countdown` themselves).
 
 A guard must never break the step it guards: anything unexpected inside the checker becomes a
 note in the summary, and only a finding the user asked to raise on leaves as an exception.
