@@ -36,13 +36,14 @@ class GuardOptions:
     fail_on: the least severity `on_error` acts on ("error" by default; "warning" makes
         warnings raise too).
     first, every: the schedule. The first `first` calls at a call site get the full check, then
-        every `every`-th call. Metadata-only (structure) checks run on every call.
+        every `every`-th call; the other calls get the metadata-only (structure) checks. With a
+        budget, these count the calls the guard looks at.
     budget: the largest share of the loop's wall time the guard may take (0.002 = 0.2%),
-        measured from its first call. While it is spent, calls go straight to the loss,
-        unchecked; the next call that fits is checked (a site's first call looked at gets the
-        full check, and a full check the schedule picked meanwhile is done then). "auto" (the
-        default): `AUTO_BUDGET` with the default schedule, no cap when `first` or `every` is
-        set to anything else (a schedule of your own is followed exactly). None: no cap.
+        measured from its first call. Over it, calls go straight to the loss, unchecked, until
+        one fits again; the first call from a line not seen before is looked at regardless.
+        "auto" (the default): `AUTO_BUDGET` with the default schedule, no cap when `first` or
+        `every` is set to anything else (a schedule of your own is followed exactly). None: no
+        cap.
     sync: "eager" reads the statistics back with one transfer per check (data errors raise
         before the loss runs); "deferred" copies them without blocking and reads them on a later
         call or at `cediag.summary()` (no host sync on the training path).

@@ -256,8 +256,8 @@ class Guard:
         self._started: float | None = None
         self._spent = 0.0
         self._site_depth = 1_000_000  # stack depth of the user's frame from within_budget
-        # Calls still to let through before the clock is read again; read and decremented
-        # unlocked by the entry points (a thread race costs a call more or less).
+        # Calls still to let through before the clock is read again; the entry points read it
+        # before anything else and call let_through() while it runs.
         self.countdown = 0
 
     def options(self) -> GuardOptions:
@@ -275,9 +275,9 @@ class Guard:
         call from a line not seen before.
 
         Over budget, the next `_LET_THROUGH` calls go straight to the loss without even a
-        clock read: the entry points count `countdown` down before anything else, so that such
-        a call costs an attribute decrement. Then the clock and the caller's line are read
-        again: a new line is noticed at the latest that many calls late.
+        clock read: the entry points test `countdown` before anything else and count it down
+        with `let_through()`. Then the clock and the caller's line are read again: a new line
+        is noticed at the latest that many calls late.
         """
         budget = opts.budget_fraction
         if budget is None or self._started is None:
@@ -292,9 +292,15 @@ class Guard:
             frame, _ = user_frame(frame)  # another code path: walk up to the user's frame
             if frame is not None and (frame.f_code, frame.f_lasti) not in self._sites:
                 return True
-        self.countdown = _LET_THROUGH
-        COLLECTOR.let_through += 1
+        self.countdown = _LET_THROUGH + 1
+        self.let_through()
         return False
+
+    def let_through(self) -> None:
+        """Send one call straight to the loss while `countdown` runs: count it down, and count
+        it for the summary. Unlocked: a thread race costs a call more or less."""
+        self.countdown -= 1
+        COLLECTOR.let_through += 1
 
     def before_call(
         self,

@@ -25,7 +25,6 @@ import torch.nn.functional as F
 
 from ._bind import ArgumentBinder
 from ._guard import _IN_LOSS, Guard, check_then_call, is_compiling
-from ._summary import COLLECTOR
 
 _ACTIVE: contextvars.ContextVar[Guard | None] = contextvars.ContextVar("cediag_watch", default=None)
 _LOCK = threading.Lock()
@@ -45,8 +44,7 @@ def _patched(name: str, original: Any) -> Any:
         if guard is None:
             return original(*args, **kwargs)
         if guard.countdown:  # over budget: straight to the loss (see Guard.within_budget)
-            guard.countdown -= 1
-            COLLECTOR.let_through += 1
+            guard.let_through()
             return original(*args, **kwargs)
         if _IN_LOSS.get():
             return original(*args, **kwargs)

@@ -17,7 +17,6 @@ import torch
 
 from ._bind import ArgumentBinder
 from ._guard import _IN_LOSS, Guard, check_then_call, is_compiling
-from ._summary import COLLECTOR
 
 F = TypeVar("F", bound=Callable[..., Any])
 _MARK = "__cediag_guard__"
@@ -42,8 +41,7 @@ def _guarded(
         if is_compiling():  # first: nothing below may become part of a compiled graph
             return function(*args, **kwargs)
         if guard.countdown:  # over budget: straight to the loss (see Guard.within_budget)
-            guard.countdown -= 1
-            COLLECTOR.let_through += 1
+            guard.let_through()
             return function(*args, **kwargs)
         if _IN_LOSS.get():
             return function(*args, **kwargs)
