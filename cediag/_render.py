@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from ._report import ArgumentSummary, Report
+from collections.abc import Iterable
+
+from ._report import ArgumentSummary, Diagnostic, Report, Severity
 
 
 def describe(argument: ArgumentSummary) -> str:
@@ -14,12 +16,18 @@ def describe(argument: ArgumentSummary) -> str:
     return f"{shape} {argument.dtype}{device}"
 
 
+def count_phrase(diagnostics: Iterable[Diagnostic]) -> str:
+    """How many of each severity, most severe first: "2 errors, 1 warning" ("" for none)."""
+    counts = dict.fromkeys(Severity, 0)
+    for d in diagnostics:
+        counts[d.severity] += 1
+    return ", ".join(
+        f"{n} {severity.value}{'' if n == 1 else 's'}" for severity, n in counts.items() if n
+    )
+
+
 def headline(report: Report) -> str:
-    counts = {}
-    for d in report.diagnostics:
-        counts[d.severity.value] = counts.get(d.severity.value, 0) + 1
-    parts = [f"{n} {sev}{'s' if n > 1 else ''}" for sev, n in counts.items()]
-    verdict = ", ".join(parts) if parts else "no problems found"
+    verdict = count_phrase(report.diagnostics) or "no problems found"
     call = report.call
     return f"cediag: {verdict} - {call.loss} input {describe(call.input)}, target {describe(call.target)}"
 

@@ -41,7 +41,7 @@ def test_json_on_stdout_summary_on_stderr(softmaxed):
     result = run("check", softmaxed, "--format", "json")
     assert result.returncode == ExitCode.FINDINGS
     assert Report.model_validate_json(result.stdout).by_rule("CE301") is not None
-    assert result.stderr.strip() == "cediag: checked 1 file: 1 error at or above error"
+    assert result.stderr == "cediag: checked 1 file: 1 error (exit 1: errors fail the check)\n"
 
 
 def test_sarif_and_junit_parse(softmaxed):
@@ -81,6 +81,79 @@ def test_could_not_run_and_bad_option_exit_2(tmp_path, softmaxed):
         == f"cediag: error: {tmp_path / 'missing.safetensors'}: no such file; check the path (and the working directory)\n"
     )
     assert run("check", softmaxed, "--fail-on", "fatal").returncode == 2
+
+
+# Writes a marker to stderr when the child first imports torch, so the test sees what the user
+# saw before the (slow, on a cold start) import began.
+TORCH_MARKER = textwrap.dedent(
+    """
+    import importlib.abc, runpy, sys
+
+    class Marker(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "torch":
+                sys.stderr.write("<importing torch>")
+                sys.stderr.flush()
+                sys.meta_path.remove(self)
+            return None
+
+    sys.meta_path.insert(0, Marker())
+    sys.argv = ["cediag", *sys.argv[1:]]
+    runpy.run_module("cediag", run_name="__main__")
+    """
+)
+
+
+def run_on_a_terminal(*args) -> tuple[int, str, str]:
+    """Run the CLI with stderr on a pseudo-terminal (stdout a pipe); return code, out, err."""
+    import pty
+
+    primary, secondary = pty.openpty()
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("CEDIAG_")}
+    process = subprocess.Popen(
+        [sys.executable, "-c", TORCH_MARKER, *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=secondary,
+        env=environment,
+    )
+    os.close(secondary)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(primary, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    out = process.stdout.read().decode()
+    code = process.wait(timeout=300)
+    os.close(primary)
+    return code, out, b"".join(chunks).decode(errors="replace")
+
+
+needs_pty = pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
+
+
+@needs_pty
+def test_a_cold_start_on_a_terminal_says_work_has_begun_before_importing_torch(softmaxed):
+    code, out, err = run_on_a_terminal("check", softmaxed)
+    assert code == ExitCode.FINDINGS and "CE301" in out
+    assert "cediag: starting (loading torch)..." in err
+    assert err.index("cediag: starting") < err.index("<importing torch>")
+    assert "cediag: checked 1 file: 1 error" in err
+
+
+@needs_pty
+def test_the_demo_on_a_terminal_says_work_has_begun_before_importing_torch():
+    code, out, err = run_on_a_terminal("demo")
+    assert code == 0 and "cediag demo" in out
+    assert err.index("cediag: starting") < err.index("<importing torch>")
+
+
+def test_no_start_line_off_a_terminal(softmaxed):
+    result = run("check", softmaxed, "--exit-zero")
+    assert "starting" not in result.stderr  # CI logs and pipes get the summary alone
 
 
 @pytest.mark.skipif(shutil.which("cediag") is None, reason="the cediag script is not on PATH")

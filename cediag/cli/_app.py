@@ -92,6 +92,7 @@ def _root(
 
 @app.command()
 def check(
+    ctx: typer.Context,
     files: Annotated[
         list[str],
         typer.Argument(
@@ -134,8 +135,22 @@ def check(
     ] = None,
     output_format: Annotated[
         Format,
-        typer.Option("--format", envvar="CEDIAG_FORMAT", help="Output format (stdout)."),
+        typer.Option(
+            "--format",
+            envvar="CEDIAG_FORMAT",
+            help="Output format (default: [tool.cediag] format, else text).",
+        ),
     ] = Format.text,
+    output_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--output-file",
+            "-o",
+            metavar="FILE",
+            help="Write the report to FILE instead of stdout.",
+            show_default=False,
+        ),
+    ] = None,
     select: Annotated[
         list[str] | None,
         typer.Option(
@@ -152,13 +167,37 @@ def check(
     ] = None,
     fail_on: Annotated[
         Level,
-        typer.Option(envvar="CEDIAG_FAIL_ON", help="Least severity that makes the exit code 1."),
+        typer.Option(
+            envvar="CEDIAG_FAIL_ON",
+            help="Least severity that makes the exit code 1 (default: [tool.cediag] fail-on, "
+            "else error).",
+        ),
     ] = Level.error,
     exit_zero: Annotated[
         bool, typer.Option("--exit-zero", help="Exit 0 even with findings (not when unreadable).")
     ] = False,
     show_statistics: Annotated[
         bool, typer.Option("--statistics", help="Show counts per rule instead of each finding.")
+    ] = False,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet", "-q", help="Print the report only: no summary, notes or progress on stderr."
+        ),
+    ] = False,
+    no_color: Annotated[
+        bool, typer.Option("--no-color", help="No colour in the text report (as NO_COLOR=1).")
+    ] = False,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="PYPROJECT",
+            help="Read [tool.cediag] from this file instead of the closest pyproject.toml.",
+            show_default=False,
+        ),
+    ] = None,
+    isolated: Annotated[
+        bool, typer.Option("--isolated", help="Ignore every [tool.cediag] configuration.")
     ] = False,
     unsafe_load: Annotated[
         bool,
@@ -170,58 +209,138 @@ def check(
     ] = False,
 ) -> None:
     """Check saved tensors: .pt/.pth, .safetensors, .npy, .npz, or a guard dump."""
-    from .._io import LoadError
-    from .._report import Severity
-    from .formats import Checked, Options, writer
+    announce = _announce_start(quiet)
+    settings = _settings(config, isolated)
+    if _from_default(ctx, "output_format") and settings.format is not None:
+        output_format = Format(settings.format)
+    if _from_default(ctx, "fail_on") and settings.fail_on is not None:
+        fail_on = Level(settings.fail_on)
+    selected = _patterns(select, "--select") if select else _listed(settings.select)
+    ignored = _patterns(ignore, "--ignore") if ignore else _listed(settings.ignore)
+    out = _open_output(output_file)
 
-    selected = _patterns(select, "--select")
-    ignored = _patterns(ignore, "--ignore")
+    from .. import _io  # noqa: F401  (imports torch: most of a cold start)
+    from .._report import Severity
+    from .formats import Checked, FileError, Options, writer
+
+    announce.done()
     if unsafe_load:
         sys.stderr.write(
             "cediag: WARNING: --unsafe-load unpickles .pt/.pth files with weights_only=False: "
             "a malicious file runs arbitrary code on this machine. Use it only on files you "
             "created yourself.\n"
         )
-    try:
-        calls = _load_calls(files, weight, input_key, target_key, weight_key, unsafe_load)
-    except LoadError as error:
-        fail(str(error))
-    except Exception as error:  # unforeseen: still one line, naming the files
-        fail(f"{', '.join(files)}: could not be read ({type(error).__name__}: {error})")
-
+    calls = _load_calls(files, weight, input_key, target_key, weight_key, unsafe_load, quiet)
     overrides = {
         "ignore_index": ignore_index,
         "label_smoothing": label_smoothing,
         "reduction": reduction.value if reduction else None,
         "loss": loss.value if loss else None,
     }
-    results = []
+    results: list[Checked | FileError] = []
     for path, saved in calls:
-        for note in saved.notes:
-            sys.stderr.write(f"cediag: note: {path}: {note}\n")
+        if isinstance(saved, FileError):
+            results.append(saved)
+            continue
+        if not quiet:
+            for note in saved.notes:
+                sys.stderr.write(f"cediag: note: {path}: {note}\n")
         try:
-            report = _check(saved, overrides, selected, ignored, path)
+            report = _check(saved, overrides, selected, ignored, path, quiet)
         except Exception as error:  # check() never raises on tensors; this is a bug
-            fail(
-                f"{path}: internal error while checking ({type(error).__name__}: {error}); please report it"
+            results.append(
+                FileError(
+                    path=path,
+                    error=f"internal error while checking ({type(error).__name__}: {error})",
+                    fix="please report it",
+                )
             )
+            continue
         results.append(
             Checked(path=path, report=report.model_copy(update={"source": saved.source}))
         )
 
+    unreadable = [r for r in results if isinstance(r, FileError)]
+    for error in unreadable:
+        sys.stderr.write(f"cediag: error: {' '.join(error.message.split())}\n")
     level = Severity(fail_on.value)
-    options = Options(fail_on=level, statistics=show_statistics)
-    writer(output_format.value)(results, options, sys.stdout)
-    sys.stdout.flush()
-    failed = any(r.report.at_least(level) for r in results)
-    _summary(results, level, failed, exit_zero)
-    if show_statistics and output_format not in (Format.text, Format.json):
+    options = Options(fail_on=level, statistics=show_statistics, color=not no_color)
+    try:
+        writer(output_format.value)(results, options, out)
+        out.flush()
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    reports = [r for r in results if isinstance(r, Checked)]
+    failed = any(r.report.at_least(level) for r in reports)
+    if not quiet and reports:
+        _summary(reports, len(unreadable), level, failed, exit_zero)
+    if show_statistics and output_format not in (Format.text, Format.json) and not quiet:
         from rich.console import Console
 
         from .formats.text import write_statistics
 
-        write_statistics(Console(stderr=True, soft_wrap=True), results)
+        console = Console(stderr=True, soft_wrap=True, color_system=None if no_color else "auto")
+        write_statistics(console, results)
+    if unreadable:
+        raise typer.Exit(ExitCode.COULD_NOT_RUN)
     raise typer.Exit(ExitCode.FINDINGS if failed and not exit_zero else ExitCode.CLEAN)
+
+
+class _Announcement:
+    """A transient "starting" line on a terminal, shown while torch imports (seconds, cold)."""
+
+    def __init__(self, shown: bool):
+        self.shown = shown
+
+    def done(self) -> None:
+        if self.shown:
+            sys.stderr.write("\r\x1b[K")  # erase the line: the report takes its place
+            sys.stderr.flush()
+            self.shown = False
+
+
+def _announce_start(quiet: bool) -> _Announcement:
+    """On a terminal, say that work has begun before the first (slow) import of torch.
+
+    Only on a terminal (stderr a TTY) and only when torch is not loaded yet: in CI logs and
+    pipes stderr stays the summary alone."""
+    if quiet or "torch" in sys.modules or not sys.stderr.isatty():
+        return _Announcement(False)
+    sys.stderr.write("cediag: starting (loading torch)...")
+    sys.stderr.flush()
+    return _Announcement(True)
+
+
+def _settings(config: Path | None, isolated: bool):
+    from .._settings import Settings, SettingsError, load_settings
+
+    if isolated:
+        return Settings()
+    try:
+        return load_settings(config=config)
+    except SettingsError as error:
+        fail(str(error))
+
+
+def _from_default(ctx: typer.Context, name: str) -> bool:
+    """Whether an option kept its built-in default (not given, nor set by its env variable)."""
+    from click.core import ParameterSource
+
+    return ctx.get_parameter_source(name) in (ParameterSource.DEFAULT, None)
+
+
+def _listed(patterns: tuple[str, ...] | None) -> list[str] | None:
+    return list(patterns) if patterns else None
+
+
+def _open_output(path: Path | None):
+    if path is None:
+        return sys.stdout
+    try:
+        return open(path, "w", encoding="utf-8")  # noqa: SIM115 (closed after writing)
+    except OSError as error:
+        fail(f"{path}: cannot write the report ({error.strerror or error}); check -o/--output-file")
 
 
 def _patterns(values: list[str] | None, option: str) -> list[str] | None:
@@ -238,42 +357,79 @@ def _patterns(values: list[str] | None, option: str) -> list[str] | None:
     return patterns
 
 
-def _load_calls(files, weight, input_key, target_key, weight_key, unsafe):
-    """The calls to check, as (path findings point at, SavedCall)."""
+def _load_calls(files, weight, input_key, target_key, weight_key, unsafe, quiet=False):
+    """The calls to check, in command-line order: (path findings point at, SavedCall), or
+    (path, FileError) for a file that could not be read, so the others are still checked."""
     from .._io import IncompleteCall, LoadError, load, split_key
+    from .formats import FileError
 
     keys = {"input_key": input_key, "target_key": target_key, "weight_key": weight_key}
-    _progress_read([split_key(f)[0] for f in files])
+    if not quiet:
+        _progress_read([split_key(f)[0] for f in files])
+
+    def error_of(error: Exception, path: str) -> FileError:
+        if isinstance(error, LoadError):
+            return FileError(path=error.path, error=error.problem, fix=error.hint)
+        return FileError(  # unforeseen: still one entry, naming the file
+            path=path,
+            error=f"could not be read ({type(error).__name__}: {error})",
+            fix="check the file; if it loads with torch.load, please report this",
+        )
+
+    def whole(path: str):
+        """A whole-call file; IncompleteCall (one tensor, no target) passes through."""
+        try:
+            return load(path, weight=weight, unsafe=unsafe, **keys)
+        except IncompleteCall:
+            raise
+        except Exception as error:
+            return error_of(error, path)
+
+    def incomplete(error: IncompleteCall) -> FileError:
+        return FileError(path=error.path, error=error.problem, fix=error.hint)
+
     if len(files) == 2:
         try:
-            first = load(files[0], weight=weight, unsafe=unsafe, **keys)
-        except IncompleteCall:
-            pair = load(
-                files[0],
-                files[1],
-                weight=weight,
-                input_key=input_key,
-                target_key=target_key,
-                unsafe=unsafe,
-            )
-            return [(str(split_key(files[0])[0]), pair)]
+            first = whole(files[0])
+        except IncompleteCall:  # the input and the target as two files
+            path = str(split_key(files[0])[0])
+            try:
+                pair = load(
+                    files[0],
+                    files[1],
+                    weight=weight,
+                    input_key=input_key,
+                    target_key=target_key,
+                    unsafe=unsafe,
+                )
+            except Exception as error:
+                return [(path, error_of(error, path))]
+            return [(path, pair)]
         try:
-            second = load(files[1], weight=weight, unsafe=unsafe, **keys)
+            second = whole(files[1])
         except IncompleteCall as error:
-            raise LoadError(
-                files[1],
-                f"{error.problem}, but {files[0]} already holds a whole call",
-                "give each call in its own file, or the input and the target as two files",
-            ) from None
+            if isinstance(first, FileError):  # the target of an input that could not be read
+                return [(files[0], first)]
+            second = FileError(
+                path=error.path,
+                error=f"{error.problem}, but {files[0]} already holds a whole call",
+                fix="give each call in its own file, or the input and the target as two files",
+            )
         return [(files[0], first), (files[1], second)]
-    return [(files[i], load(f, weight=weight, unsafe=unsafe, **keys)) for i, f in enumerate(files)]
+    calls = []
+    for path in files:
+        try:
+            calls.append((path, whole(path)))
+        except IncompleteCall as error:
+            calls.append((path, incomplete(error)))
+    return calls
 
 
-def _check(saved, overrides, select, ignore, path):
+def _check(saved, overrides, select, ignore, path, quiet=False):
     from .._engine import check as run_check
 
     kwargs = saved.check_kwargs(**overrides)
-    if not sys.stderr.isatty():
+    if quiet or not sys.stderr.isatty():
         return run_check(**kwargs, select=select, ignore=ignore)
     from rich.console import Console
 
@@ -309,18 +465,26 @@ def _progress_read(paths: list[Path]) -> None:
                 return  # the loader reports it, in one line
 
 
-def _summary(results, level, failed: bool, exit_zero: bool) -> None:
-    counts: dict[str, int] = {}
-    for r in results:
-        for d in r.report.diagnostics:
-            counts[d.severity.value] = counts.get(d.severity.value, 0) + 1
-    found = ", ".join(f"{n} {sev}{'s' if n > 1 else ''}" for sev, n in counts.items())
-    files = f"{len(results)} file{'s' if len(results) != 1 else ''}"
-    verdict = found or "no problems found"
-    if failed:
-        tail = " (exit 0: --exit-zero)" if exit_zero else f" at or above {level.value}"
-        verdict += tail
-    sys.stderr.write(f"cediag: checked {files}: {verdict}\n")
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _summary(reports, unreadable: int, level, failed: bool, exit_zero: bool) -> None:
+    """One sentence on stderr: "cediag: checked 3 files: 2 errors, 1 warning (exit 1: ...)."."""
+    from .._render import count_phrase
+
+    diagnostics = [d for r in reports for d in r.report.diagnostics]
+    sentence = f"cediag: checked {_plural(len(reports), 'file')}: "
+    sentence += count_phrase(diagnostics) or "no problems found"
+    if unreadable:
+        cannot = "file" if unreadable == 1 else "files"
+        sentence += f"; {unreadable} more {cannot} could not be checked (exit 2)"
+    elif failed and exit_zero:
+        sentence += " (exit 0: --exit-zero)"
+    elif failed:
+        worse = "" if level.value == "error" else " or worse"
+        sentence += f" (exit 1: {level.value}s{worse} fail the check)"
+    sys.stderr.write(sentence + "\n")
 
 
 # ---------------------------------------------------------------- catalogue
@@ -395,17 +559,57 @@ def _suggest(word: str, choices: list[str]) -> str:
     return f" (did you mean {' or '.join(close)}?)" if close else ""
 
 
-def report_schema() -> str:
-    """The JSON schema of `cediag.Report`, as `cediag schema` prints it."""
-    from .._report import Report
+class SchemaKind(str, Enum):
+    report = "report"
+    check = "check"
+    statistics = "statistics"
 
-    return json.dumps(Report.model_json_schema(), indent=2) + "\n"
+
+DIALECT = "https://json-schema.org/draft/2020-12/schema"
+SCHEMA_FILES = {kind: f"{kind.value}.schema.json" for kind in SchemaKind}
+"""The committed copy of each schema, next to this package's `__init__.py`."""
+
+
+def report_schema(kind: SchemaKind | str = SchemaKind.report) -> str:
+    """A JSON schema, as `cediag schema KIND` prints it.
+
+    report: one `cediag.Report` (what `--format json` writes for one file, and the `report` of
+    a guard dump's sidecar). check: anything `cediag check --format json` writes: one entry or a
+    list, each a report or a file that could not be checked. statistics: `--statistics --format
+    json`. Serialization schemas: they describe the JSON written, `ok` included.
+    """
+    from pydantic import TypeAdapter
+
+    from .._report import Report
+    from .formats import FileError, StatisticsRow
+
+    kind = SchemaKind(kind)
+    if kind is SchemaKind.report:
+        schema = {"$schema": DIALECT, **Report.model_json_schema(mode="serialization")}
+    else:
+        entry = Report | FileError
+        shape = entry | list[entry] if kind is SchemaKind.check else list[StatisticsRow | FileError]
+        title = {
+            SchemaKind.check: "cediag check --format json",
+            SchemaKind.statistics: "cediag check --statistics --format json",
+        }[kind]
+        adapter = TypeAdapter(shape)
+        schema = {"$schema": DIALECT, "title": title, **adapter.json_schema(mode="serialization")}
+    return json.dumps(schema, indent=2) + "\n"
 
 
 @app.command()
-def schema() -> None:
-    """Print the JSON schema of the report (`--format json` output)."""
-    sys.stdout.write(report_schema())
+def schema(
+    kind: Annotated[
+        SchemaKind,
+        typer.Argument(
+            help="report: one report (--format json for one file, a dump's report); check: "
+            "anything check --format json writes; statistics: --statistics --format json."
+        ),
+    ] = SchemaKind.report,
+) -> None:
+    """Print a JSON schema of cediag's JSON output (default: one report)."""
+    sys.stdout.write(report_schema(kind))
 
 
 # ---------------------------------------------------------------- demo and run
@@ -418,8 +622,10 @@ def demo(
     ] = ListFormat.text,
 ) -> None:
     """Show the most common cross-entropy mistakes, what torch says, and what cediag says."""
+    announce = _announce_start(quiet=False)
     from .._demo import run_demo
 
+    announce.done()
     run_demo(output_format.value, sys.stdout)
 
 

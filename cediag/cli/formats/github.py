@@ -2,7 +2,8 @@
 
     ::error file=batch.pt,title=CE301 softmax-applied::input (4, 3) is already ... (fix: ...)
 
-error -> `::error`, warning -> `::warning`, info -> `::notice`. Values are escaped as the runner
+error -> `::error`, warning -> `::warning`, info -> `::notice`; a file that could not be checked
+is an `::error` titled `cediag: could not check the file`. Values are escaped as the runner
 expects (`%`, CR, LF everywhere; `:` and `,` in properties too).
 """
 
@@ -11,9 +12,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TextIO
 
-from . import Checked, Options
+from . import Checked, Options, Result
 
 COMMAND = {"error": "error", "warning": "warning", "info": "notice"}
+UNREADABLE_TITLE = "cediag: could not check the file"
 
 
 def escape_data(text: str) -> str:
@@ -24,9 +26,19 @@ def escape_property(text: str) -> str:
     return escape_data(text).replace(":", "%3A").replace(",", "%2C")
 
 
-def write(results: Sequence[Checked], options: Options, out: TextIO) -> None:
-    for checked in results:
-        for d in checked.report.diagnostics:
-            properties = f"file={escape_property(checked.path)},title={escape_property(f'{d.code} {d.rule}')}"
+def write(results: Sequence[Result], options: Options, out: TextIO) -> None:
+    for result in results:
+        if not isinstance(result, Checked):
+            properties = (
+                f"file={escape_property(result.path)},title={escape_property(UNREADABLE_TITLE)}"
+            )
+            out.write(
+                f"::error {properties}::{escape_data(f'{result.error} (fix: {result.fix})')}\n"
+            )
+            continue
+        for d in result.report.diagnostics:
+            properties = (
+                f"file={escape_property(result.path)},title={escape_property(f'{d.code} {d.rule}')}"
+            )
             message = escape_data(f"{d.message} (fix: {d.fix})")
             out.write(f"::{COMMAND[d.severity.value]} {properties}::{message}\n")

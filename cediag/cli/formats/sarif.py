@@ -1,7 +1,9 @@
 """`--format sarif`: SARIF 2.1.0, for GitHub code scanning and other SARIF viewers.
 
 Every rule of the catalogue is in `runs[0].tool.driver.rules` (id = code, name = slug, with its
-documentation as help); each finding is a result pointing at the checked file.
+documentation as help); each finding is a result pointing at the checked file. A file that
+could not be checked is an error in `runs[0].invocations[0].toolExecutionNotifications` (and
+`executionSuccessful` is false), so the findings of the other files are still uploaded.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import TextIO
 
 from ..._docs import rule_markdown
 from ...rules import RULES
-from . import Checked, Options
+from . import Checked, Options, Result, errors
 
 SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 LEVEL = {"error": "error", "warning": "warning", "info": "note"}
@@ -46,29 +48,48 @@ def artifact_uri(path: str) -> str:
     return pure.as_uri() if pure.is_absolute() else pure.as_posix()
 
 
-def write(results: Sequence[Checked], options: Options, out: TextIO) -> None:
+def location(path: str) -> dict[str, object]:
+    return {"physicalLocation": {"artifactLocation": {"uri": artifact_uri(path)}}}
+
+
+def write(results: Sequence[Result], options: Options, out: TextIO) -> None:
     index = {code: i for i, code in enumerate(RULES)}
     sarif_results = []
     for checked in results:
-        uri = artifact_uri(checked.path)
+        if not isinstance(checked, Checked):
+            continue
         for d in checked.report.diagnostics:
             result: dict[str, object] = {
                 "ruleId": d.code,
                 "level": LEVEL[d.severity.value],
                 "message": {"text": f"{d.message} Fix: {d.fix}"},
-                "locations": [{"physicalLocation": {"artifactLocation": {"uri": uri}}}],
+                "locations": [location(checked.path)],
             }
             if d.code in index:
                 result["ruleIndex"] = index[d.code]
             sarif_results.append(result)
+    unreadable = errors(results)
+    notifications = [
+        {
+            "descriptor": {"id": "could-not-check"},
+            "level": "error",
+            "message": {"text": f"could not check {e.path}: {e.error}; {e.fix}"},
+            "locations": [location(e.path)],
+        }
+        for e in unreadable
+    ]
+    invocation: dict[str, object] = {"executionSuccessful": not unreadable}
+    if notifications:
+        invocation["toolExecutionNotifications"] = notifications
     log = {
         "$schema": SCHEMA,
         "version": "2.1.0",
         "runs": [
             {
                 "tool": {"driver": driver()},
+                "invocations": [invocation],
                 "results": sarif_results,
-                "artifacts": [{"location": {"uri": PurePath(c.path).as_posix()}} for c in results],
+                "artifacts": [{"location": {"uri": artifact_uri(r.path)}} for r in results],
             }
         ],
     }
