@@ -19,11 +19,8 @@ from .._report import Severity
 OnError = Literal["raise", "warn", "log"]
 Sync = Literal["eager", "deferred"]
 ENV_DISABLE = "CEDIAG_DISABLE"
-# The default schedule's overhead cap, as the guard measures its own time. A guarded step slows
-# by a few times that: the check's Python code and data arrive in a CPU cache the step has
-# filled with its own (docs/performance.md).
-AUTO_BUDGET = 0.002
 DEFAULT_FIRST, DEFAULT_EVERY = 10, 100
+DEFAULT_SYNC_EVERY = 16
 
 
 @dataclass(frozen=True)
@@ -35,18 +32,21 @@ class GuardOptions:
         milder warnings are warned (raise/warn) or logged (log) once, and infos go to the summary.
     fail_on: the least severity `on_error` acts on ("error" by default; "warning" makes
         warnings raise too).
-    first, every: the schedule. The first `first` calls at a call site get the full check, then
-        every `every`-th call; the other calls get the metadata-only (structure) checks. With a
-        budget, these count the calls the guard looks at.
-    budget: the largest share of the loop's wall time the guard may take (0.002 = 0.2%),
-        measured from its first call. Over it, calls go straight to the loss, unchecked, until
-        one fits again; the first call from a line not seen before is looked at regardless.
-        "auto" (the default): `AUTO_BUDGET` with the default schedule, no cap when `first` or
-        `every` is set to anything else (a schedule of your own is followed exactly). None: no
-        cap.
-    sync: "eager" reads the statistics back with one transfer per check (data errors raise
-        before the loss runs); "deferred" copies them without blocking and reads them on a later
-        call or at `cediag.summary()` (no host sync on the training path).
+    first, every: the schedule of the full check (every rule). The first `first` calls at a call
+        site get it, then every `every`-th call. Every other call gets the per-call check (the
+        sentinel: out-of-range or all-ignored targets, NaN/Inf logits, probability targets that
+        do not sum to 1, logits an activation gave), and anything it sees gets the full check
+        on that same call.
+    budget: None (the default) checks every call. A fraction (0.002 = 0.2%) caps the guard's
+        share of the loop's wall time, measured from its first call: over it, calls go straight
+        to the loss, unchecked, and the summary's first line says how many. The first call
+        from a line not seen before is checked regardless. "auto" is accepted as None.
+    sync: "eager" reads each call's check with one small transfer (a fault raises before the
+        loss runs); "deferred" leaves the readings on the device and reads them every
+        `sync_every` calls, at `cediag.summary()`, when a `watch()` block ends and at exit
+        (no host sync on the training path; a fault is reported at most `sync_every` calls
+        late).
+    sync_every: with sync="deferred", how many calls' readings to read at once.
     dump_dir: where to save a reproducer (.safetensors + .json) the first time a check fails at a
         call site.
     select, ignore: rule codes, prefixes or slugs, as for `cediag.check`.
@@ -57,8 +57,9 @@ class GuardOptions:
     fail_on: Severity = Severity.error
     first: int = DEFAULT_FIRST
     every: int = DEFAULT_EVERY
-    budget: float | Literal["auto"] | None = "auto"
+    budget: float | Literal["auto"] | None = None
     sync: Sync = "eager"
+    sync_every: int = DEFAULT_SYNC_EVERY
     dump_dir: Path | None = None
     select: tuple[str, ...] | None = None
     ignore: tuple[str, ...] | None = None
@@ -91,25 +92,41 @@ class GuardOptions:
                     f"Expected `budget` to be a fraction in (0, 1] (0.002 = 0.2%), but got "
                     f"{self.budget!r}"
                 )
-        if self.budget == "auto":
-            default = (self.first, self.every) == (DEFAULT_FIRST, DEFAULT_EVERY)
-            object.__setattr__(self, "budget_fraction", AUTO_BUDGET if default else None)
-        else:
-            fraction = None if self.budget is None else float(self.budget)
-            object.__setattr__(self, "budget_fraction", fraction)
+        if isinstance(self.sync_every, bool) or not isinstance(self.sync_every, int):
+            raise ValueError(
+                f"Expected `sync_every` to be an int >= 1, but got {self.sync_every!r}"
+            )
+        if self.sync_every < 1:
+            raise ValueError(
+                f"Expected `sync_every` to be an int >= 1, but got {self.sync_every!r}"
+            )
+        fraction = None if self.budget in (None, "auto") else float(self.budget)  # type: ignore[arg-type]
+        object.__setattr__(self, "budget_fraction", fraction)
         if self.dump_dir is not None:
             object.__setattr__(self, "dump_dir", Path(self.dump_dir))
         for name in ("select", "ignore"):
             value = getattr(self, name)
             if isinstance(value, str):
                 value = (value,)
-            object.__setattr__(self, name, None if value is None else tuple(value))
+            value = None if value is None else tuple(value)
+            if value:
+                _validate_patterns(value)
+            object.__setattr__(self, name, value)
 
     def full_check(self, n: int) -> bool:
         """Whether call number `n` (1-based) at a call site gets the full (values) check."""
         if n <= self.first:
             return True
         return self.every > 0 and (n - self.first) % self.every == 0
+
+
+def _validate_patterns(patterns: tuple[str, ...]) -> None:
+    """A typo in `select`/`ignore` would switch rules off silently: raise ValueError instead."""
+    from .. import rules
+
+    validate = getattr(rules, "validate_patterns", None)
+    if validate is not None:
+        validate(list(patterns))
 
 
 FIELDS = frozenset(f.name for f in dataclasses.fields(GuardOptions) if f.init)

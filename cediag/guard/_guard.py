@@ -1,6 +1,12 @@
-"""The check a guarded loss runs before the loss: overhead budget, schedule, sync mode,
-de-duplication, and what to do with a finding (raise, warn, log, dump). `wrap`, `checked` and
-`watch` all go through `check_then_call` (after counting down `Guard.countdown` themselves).
+"""The check a guarded loss runs before the loss. `wrap`, `checked` and `watch` all go through
+`check_then_call`.
+
+Every call is checked. A call whose signature (shapes, dtypes, options) passed the structure
+rules before gets the sentinel (`cediag._sentinel`): one read of the logits and a few reductions
+of the targets. A suspicion, and the schedule (`first`, then every `every`-th call at a call
+site), get the full check on that same call. With `sync="deferred"` the readings stay on the
+device and are read every `sync_every` calls, at `summary()`, when a `watch()` block ends, and
+at interpreter exit: nothing found is ever dropped.
 
 A guard must never break the step it guards: anything unexpected inside the checker becomes a
 note in the summary, and only a finding the user asked to raise on leaves as an exception.
@@ -8,24 +14,28 @@ note in the summary, and only a finding the user asked to raise on leaves as an 
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import contextvars
+import dataclasses
 import logging
 import os
 import sys
 import threading
 import warnings
-from dataclasses import dataclass
+import weakref
+from dataclasses import dataclass, field
 from time import perf_counter
 from types import CodeType, FrameType
 from typing import Any
 
 import torch
 
-from .. import _engine
+from .. import _engine, _sentinel
 from .._call import Call, autocast_enabled, bind_call
 from .._dump import write_dump
 from .._report import CrossEntropyInputError, Diagnostic, Report, Severity
+from .._sentinel import SentinelPlan
 from ..rules import Rule, select_rules
 from ..rules._context import Context
 from ._config import (
@@ -57,17 +67,25 @@ def check_then_call(
     guard: Guard, function, binder, args: tuple, kwargs: dict, *, criterion: Any, loss: str
 ):
     """The body every guarded entry point shares: check the bound (input, target), then run
-    the loss with the watch() hooks off, so the F.cross_entropy inside is not checked twice."""
+    the loss with the watch() hooks off, so the F.cross_entropy inside is not checked twice.
+
+    Reports for the `sink` (the pytest plugin) are handed over only once the loss has run: a
+    call the loss itself rejects raises the loss's own exception, which a test may expect."""
     opts = guard.options()
-    # The budget first: a call it lets through needs nothing else, not even the environment.
-    if not opts.enabled or not guard.within_budget(opts) or disabled_by_env():
+    if not opts.enabled or disabled_by_env():
         return function(*args, **kwargs)
-    guard.before_call(opts, binder, args, kwargs, criterion=criterion, loss=loss)
+    if opts.budget_fraction is not None and not guard.within_budget(opts):
+        return function(*args, **kwargs)
+    for_sink = guard.before_call(opts, binder, args, kwargs, criterion=criterion, loss=loss)
     token = _IN_LOSS.set(True)
     try:
-        return function(*args, **kwargs)
+        result = function(*args, **kwargs)
     finally:
         _IN_LOSS.reset(token)
+    if for_sink:
+        for report in for_sink:
+            guard.sink(report)
+    return result
 
 
 def _never_compiling() -> bool:  # torch < 2.3 has no torch.compiler.is_compiling
@@ -98,11 +116,10 @@ class Site:
 _SKIP_CODES: dict[CodeType, bool] = {}  # code object -> lives in torch or cediag
 
 
-def user_frame(frame: FrameType | None) -> tuple[FrameType | None, int]:
-    """The first frame outside torch and cediag from `frame` up (the user's line that called
-    the loss), and how many frames up it was. Each code object's verdict is remembered, so
-    that the walk costs a dict lookup per frame on repeated calls."""
-    hops = 0
+def user_frame(frame: FrameType | None) -> FrameType | None:
+    """The first frame outside torch and cediag from `frame` up: the user's line that called
+    the loss. Each code object's verdict is remembered, so the walk costs a dict lookup per
+    frame on repeated calls, and no frame depth is assumed."""
     while frame is not None:
         code = frame.f_code
         skip = _SKIP_CODES.get(code)
@@ -111,10 +128,9 @@ def user_frame(frame: FrameType | None) -> tuple[FrameType | None, int]:
             if len(_SKIP_CODES) < _MAX_CODES:
                 _SKIP_CODES[code] = skip
         if not skip:
-            return frame, hops
+            return frame
         frame = frame.f_back
-        hops += 1
-    return None, hops
+    return None
 
 
 def site_of(frame: FrameType | None) -> Site:
@@ -134,25 +150,39 @@ def site_of(frame: FrameType | None) -> Site:
 
 @dataclass
 class _SiteState:
-    """A call site's place in the schedule."""
+    """A call site's place in the schedule, and which hints the sentinel may still follow."""
 
     site: Site
-    calls: int = 0  # calls looked at (with a budget, calls let through are not counted here)
+    calls: int = 0  # calls checked at this site
+    # A hint (a suspicious logits range, an activation in the graph) is followed by a full
+    # check once, then not again until a call without it: a legal model whose logits happen to
+    # lie in [0, 1] costs one full check, a softmax added at step 5000 is still caught then.
+    armed: dict[str, bool] = field(default_factory=lambda: dict.fromkeys(_sentinel.HINTS, True))
+    full_next: bool = False  # a deferred hint asks for the full check on the next call
+
+
+@dataclass
+class _Signature:
+    """What the guard knows about a call signature whose structure checks raised no error."""
+
+    plan: SentinelPlan | None  # None: nothing the sentinel can read
+    report: Report | None  # the structure findings (warnings, infos), re-counted on each call
 
 
 # ---------------------------------------------------------------------- deferred reads
 
 
-@dataclass
-class _Pending:
-    guard: Guard
+@dataclass(eq=False)
+class _PendingCheck:
+    """A scheduled full check whose statistics are still on their way to the host."""
+
     options: GuardOptions
     ctx: Context
     rules: list[Rule]
     plan: Any
     host: torch.Tensor  # the packed statistics: pinned CPU copy (CUDA) or the tensor itself
     event: Any  # torch.cuda.Event recorded after the copy, or None
-    site: Site
+    state: _SiteState
     n: int
 
     def ready(self) -> bool:
@@ -166,8 +196,15 @@ class _Pending:
         return self.host.tolist()
 
 
-_PENDING: list[_Pending] = []
-_PENDING_LOCK = threading.Lock()
+@dataclass(eq=False)
+class _PendingReading:
+    """A sentinel reading left on the device (`sync="deferred"`)."""
+
+    options: GuardOptions
+    plan: SentinelPlan
+    reading: torch.Tensor
+    state: _SiteState
+    n: int
 
 
 def _to_host_async(packed: torch.Tensor) -> tuple[torch.Tensor, Any]:
@@ -180,41 +217,44 @@ def _to_host_async(packed: torch.Tensor) -> tuple[torch.Tensor, Any]:
     return packed, None  # CPU: already computed. Other devices: read at summary() time.
 
 
-def drain(block: bool, may_raise: bool) -> None:
-    """Finish deferred checks whose statistics have arrived (all of them when `block`)."""
-    if not _PENDING:
-        return
-    with _PENDING_LOCK:
-        todo = [p for p in _PENDING if block or p.ready()]
-        for p in todo:
-            _PENDING.remove(p)
-    first_error: CrossEntropyInputError | None = None
-    for p in todo:
-        try:
-            report = _engine.finish(p.ctx, p.rules, p.plan, p.read())
-        except Exception as error:  # never break the training step
-            COLLECTOR.note(
-                f"deferred check at {p.site.name} failed: {type(error).__name__}: {error}"
-            )
-            continue
-        try:
-            p.guard.handle(report, p.ctx.call, p.site, p.n, p.options, may_raise=may_raise)
-        except CrossEntropyInputError as error:
-            first_error = first_error or error
-    if first_error is not None:
-        raise first_error
+# Guards with deferred work, so that summary() and interpreter exit can finish it.
+_WITH_PENDING: weakref.WeakSet[Guard] = weakref.WeakSet()
+_WITH_PENDING_LOCK = threading.Lock()
 
 
 def summary(*, clear: bool = False) -> GuardSummary:
-    """Every finding of guarded losses so far (deferred checks are read first).
+    """Every finding of guarded losses so far (deferred readings are read first).
 
     `clear=True` empties the table after reading it.
     """
-    drain(block=True, may_raise=False)
+    flush_all()
     result = COLLECTOR.snapshot()
     if clear:
         COLLECTOR.clear()
     return result
+
+
+def flush_all() -> list[Report]:
+    """Read every guard's deferred work now; returns the failing reports (not raised)."""
+    with _WITH_PENDING_LOCK:
+        guards = list(_WITH_PENDING)
+    failing: list[Report] = []
+    for guard in guards:
+        failing += guard.flush(may_raise=False)
+    return failing
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    """Nothing found is dropped: deferred readings still pending at exit are read, and what
+    they found is printed (nothing can be raised into the program any more)."""
+    try:
+        failing = flush_all()
+    except Exception as error:  # never turn a clean exit into a traceback
+        print(f"cediag: could not read deferred checks at exit: {error}", file=sys.stderr)
+        return
+    for report in failing:
+        print(f"cediag: found after the last read (sync='deferred'):\n{report}", file=sys.stderr)
 
 
 # ---------------------------------------------------------------------- the guard
@@ -238,27 +278,30 @@ class Guard:
     """The shared policy of one entry point (a wrapped loss, a decorated function, a watch block).
 
     `sink`, when given, receives every report that has findings at `fail_on` or worse, repeats
-    included (the pytest plugin uses it to fail the test that made the call).
+    included, once the loss has accepted the call (the pytest plugin uses it to fail the test
+    that made the call). Thread-safe: counters and queues are changed under one lock.
     """
 
     def __init__(self, overrides: dict[str, Any] | None = None, *, sink=None):
         self.overrides = validate_overrides(overrides or {})
-        self.sink = sink
+        self._sink = sink
         self._lock = threading.Lock()
         self._resolved: tuple[GuardOptions | None, GuardOptions | None] = (None, None)
         self._sites: dict[tuple[CodeType, int] | None, _SiteState] = {}
         self._sites_by_name: dict[str, _SiteState] = {}
-        # Metadata of calls whose structure checks passed: structure rules read nothing else,
-        # so a repeat needs no re-check (training loops repeat a handful of shapes).
-        self._clean_keys: set[tuple] = set()
-        # The overhead budget's books: when the first call was looked at, and the seconds spent
-        # looking at calls since (full checks, metadata checks, reading deferred ones).
+        # Call signatures whose structure checks raised no error: structure rules read nothing
+        # else, so a repeat needs no re-check (training loops repeat a handful of shapes).
+        self._signatures: dict[tuple, _Signature] = {}
+        self._readings: list[_PendingReading] = []
+        self._checks: list[_PendingCheck] = []
+        # The optional overhead budget's books: when the first call was looked at, and the
+        # seconds spent looking at calls since.
         self._started: float | None = None
         self._spent = 0.0
-        self._site_depth = 1_000_000  # stack depth of the user's frame from within_budget
-        # Calls still to let through before the clock is read again; the entry points read it
-        # before anything else and call let_through() while it runs.
-        self.countdown = 0
+        self._over_budget_until = 0  # calls still to let through before the clock is read
+
+    # Entry points written before the budget moved into check_then_call read this first.
+    countdown = 0
 
     def options(self) -> GuardOptions:
         """The context's default with this entry point's options on top (cached per default)."""
@@ -269,39 +312,33 @@ class Guard:
             self._resolved = (base, resolved)
         return resolved
 
-    def within_budget(self, opts: GuardOptions) -> bool:
-        """Whether to look at this call: always without a budget, else while the time spent in
-        the guard is within `budget` of the wall time since its first call, and on the first
-        call from a line not seen before.
+    def sink(self, report: Report) -> None:
+        if self._sink is not None:
+            self._sink(report)
 
-        Over budget, the next `_LET_THROUGH` calls go straight to the loss without even a
-        clock read: the entry points test `countdown` before anything else and count it down
-        with `let_through()`. Then the clock and the caller's line are read again: a new line
-        is noticed at the latest that many calls late.
-        """
-        budget = opts.budget_fraction
-        if budget is None or self._started is None:
+    # ------------------------------------------------------------------ optional budget
+    def within_budget(self, opts: GuardOptions) -> bool:
+        """With a user-set `budget`: whether to check this call. While the time spent in the
+        guard is over `budget` of the wall time since its first call, the next `_LET_THROUGH`
+        calls go straight to the loss, unchecked and counted; then the clock is read again.
+        The first call from a line not seen before is checked regardless."""
+        with self._lock:
+            if self._over_budget_until:
+                self._over_budget_until -= 1
+                COLLECTOR.count_let_through()
+                return False
+            started, spent = self._started, self._spent
+        if started is None or spent <= opts.budget_fraction * (perf_counter() - started):
             return True
-        if self._spent <= budget * (perf_counter() - self._started):
+        frame = user_frame(sys._getframe(1))
+        if frame is not None and (frame.f_code, frame.f_lasti) not in self._sites:
             return True
-        try:  # the caller's frame sits at the same depth on every call from one code path
-            frame = sys._getframe(self._site_depth)
-        except ValueError:  # a shallower stack than before
-            return True
-        if (frame.f_code, frame.f_lasti) not in self._sites:
-            frame, _ = user_frame(frame)  # another code path: walk up to the user's frame
-            if frame is not None and (frame.f_code, frame.f_lasti) not in self._sites:
-                return True
-        self.countdown = _LET_THROUGH + 1
-        self.let_through()
+        with self._lock:
+            self._over_budget_until = _LET_THROUGH
+        COLLECTOR.count_let_through()
         return False
 
-    def let_through(self) -> None:
-        """Send one call straight to the loss while `countdown` runs: count it down, and count
-        it for the summary. Unlocked: a thread race costs a call more or less."""
-        self.countdown -= 1
-        COLLECTOR.let_through += 1
-
+    # ------------------------------------------------------------------ before the loss
     def before_call(
         self,
         opts: GuardOptions,
@@ -311,16 +348,14 @@ class Guard:
         *,
         criterion: Any = None,
         loss: str = "cross_entropy",
-    ) -> None:
-        """Check one call before the loss runs. Raises only CrossEntropyInputError, and only
-        when `on_error="raise"`.
-
-        The common case, a call whose shapes, dtypes and options passed before and that the
-        schedule does not pick, costs a frame walk, a counter and one set lookup.
-        """
+    ) -> list[Report]:
+        """Check one call before the loss runs. Returns the failing reports for the sink.
+        Raises only CrossEntropyInputError, and only when `on_error="raise"`."""
+        if opts.budget_fraction is None:
+            return self._look(opts, binder, args, kwargs, criterion, loss)
         start = perf_counter()
         try:
-            self._look(opts, binder, args, kwargs, criterion, loss)
+            return self._look(opts, binder, args, kwargs, criterion, loss)
         finally:
             end = perf_counter()
             with self._lock:
@@ -328,35 +363,39 @@ class Guard:
                     self._started = start
                 self._spent += end - start
 
-    def _look(self, opts, binder, args, kwargs, criterion, loss) -> None:
-        # Frames: here <- before_call <- check_then_call <- entry point (wrap, watch) <- ...
-        frame, hops = user_frame(sys._getframe(3))
-        # within_budget (called by check_then_call) finds that frame at depth 2 + hops.
-        self._site_depth = min(self._site_depth, 2 + hops)
-        state = self._site_state(frame)
+    def _look(self, opts, binder, args, kwargs, criterion, loss) -> list[Report]:
+        state = self._site_state(user_frame(sys._getframe(1)))
         with self._lock:
             state.calls += 1
             n = state.calls
-        full = opts.full_check(n)
-        COLLECTOR.count_call(full)
-        if _PENDING:
-            drain(block=False, may_raise=True)
-        key = None
-        if not full:
-            key = structure_key(args, kwargs, criterion, loss, opts)
-            if _known(key, self._clean_keys):
-                return
-        bound = binder.bind(args, kwargs)
-        if bound is None:
-            return
+            full = state.full_next or opts.full_check(n)
+            state.full_next = False
+        failing: list[Report] = []
+        if self._readings or self._checks:
+            failing += self._drain(opts, block=False, may_raise=True)
+        key = structure_key(args, kwargs, criterion, loss, opts)
+        signature = None if full else _lookup(self._signatures, key)
         try:
-            call = bind_call(bound[0], bound[1], criterion=criterion, loss=loss, **bound[2])  # type: ignore[arg-type]
-            report = self._check(call, opts, full, state.site, n, key)
+            if signature is None:
+                bound = binder.bind(args, kwargs)
+                if bound is None:
+                    COLLECTOR.count_call(values=False)
+                    return failing
+                call = bind_call(bound[0], bound[1], criterion=criterion, loss=loss, **bound[2])  # type: ignore[arg-type]
+                report, why = self._first_look(call, opts, full, state, n, key)
+            else:
+                report, why = self._sentinel(signature, binder, args, kwargs, opts, state, n)
+                call = None
+                if why:  # a suspicion: the full check, on this same call
+                    bound = binder.bind(args, kwargs)
+                    call = bind_call(bound[0], bound[1], criterion=criterion, loss=loss, **bound[2])  # type: ignore[arg-type]
+                    report = self._full(call, opts, state, n, f"the per-call check saw {why}")
         except Exception as error:  # a checker must not break the step it guards
             COLLECTOR.note(f"check at {state.site.name} failed: {type(error).__name__}: {error}")
-            return
+            return failing
         if report is not None:
-            self.handle(report, call, state.site, n, opts, may_raise=True)
+            failing += self.handle(report, call, state, n, opts, may_raise=True)
+        return failing
 
     def _site_state(self, frame: FrameType | None) -> _SiteState:
         key = None if frame is None else (frame.f_code, frame.f_lasti)
@@ -368,20 +407,83 @@ class Guard:
                 self._sites[key] = state
         return state
 
-    def _check(
-        self, call: Call, opts: GuardOptions, full: bool, site: Site, n: int, key: tuple | None
-    ) -> Report | None:
+    def _first_look(
+        self, call: Call, opts: GuardOptions, full: bool, state: _SiteState, n: int, key: tuple
+    ) -> tuple[Report | None, str]:
+        """A signature not seen before (or a scheduled full check): the structure rules, then
+        the full check or the sentinel."""
+        if full:
+            COLLECTOR.count_call(values=True)
+            return self._full(call, opts, state, n, None), ""
         rules = _rules(opts)
         ctx = _engine.check_structure(call, rules)
-        if not full:
-            if not ctx.found and (not call.tensors_ok or ctx.rejection is None):
-                if key is not None and len(self._clean_keys) < _MAX_SIGNATURES:
-                    with contextlib.suppress(TypeError):  # unhashable: not remembered
-                        self._clean_keys.add(key)
-                return None
-            ctx.notes.append(f"values not checked on call {n} (schedule: {_schedule_text(opts)})")
-            return _engine.finish(ctx, rules, None, None)
-        deferred = opts.sync == "deferred" and not ctx.has_error()
+        if ctx.has_error() or not call.tensors_ok or (not ctx.found and ctx.rejection):
+            # torch will reject the call (or we cannot tell): nothing to measure, and the
+            # signature is not remembered, so the finding is reported on every such call.
+            COLLECTOR.count_call(values=False)
+            ctx.notes.append("values not checked: torch rejects this call's shapes or options")
+            return _engine.build_report(_engine.evaluate(ctx, rules, None, None)), ""
+        structure = _engine.build_report(ctx) if ctx.found else None
+        signature = _Signature(SentinelPlan.of(call), structure)
+        if len(self._signatures) < _MAX_SIGNATURES:
+            with contextlib.suppress(TypeError), self._lock:  # unhashable: not remembered
+                self._signatures[key] = signature
+        report, why = self._sentinel(signature, None, (call.input, call.target), {}, opts, state, n)
+        if why:
+            return self._full(call, opts, state, n, f"the per-call check saw {why}"), ""
+        return report, ""
+
+    def _sentinel(
+        self,
+        signature: _Signature,
+        binder: Any,
+        args: tuple,
+        kwargs: dict,
+        opts: GuardOptions,
+        state: _SiteState,
+        n: int,
+    ) -> tuple[Report | None, str]:
+        """The per-call check: returns the structure findings to re-count, and why the call
+        needs the full check now ("" when it does not)."""
+        plan = signature.plan
+        if plan is None:
+            COLLECTOR.count_call(values=False)
+            return signature.report, ""
+        x, t = (args[0], args[1]) if binder is None else binder.bind(args, kwargs)[:2]
+        COLLECTOR.count_call(values=True)
+        if opts.sync == "deferred":
+            reading = _sentinel.measure(plan, x, t)
+            with self._lock:  # read by the call that finds `sync_every` of them waiting
+                self._readings.append(_PendingReading(opts, plan, reading, state, n))
+            with _WITH_PENDING_LOCK:
+                _WITH_PENDING.add(self)
+            return signature.report, ""
+        found = _sentinel.read_now(plan, x, t)
+        return signature.report, self._follow(state, found)
+
+    @staticmethod
+    def _follow(state: _SiteState, found: tuple[str, ...]) -> str:
+        """Which of a reading's reasons to follow with a full check: every exact fault; a hint
+        only while armed (re-armed by a call without it)."""
+        follow = [reason for reason in found if reason in _sentinel.EXACT]
+        for hint in _sentinel.HINTS:
+            if hint in found:
+                if state.armed[hint]:
+                    follow.append(hint)
+                    state.armed[hint] = False
+            else:
+                state.armed[hint] = True
+        return ", ".join(_REASON_TEXT[reason] for reason in follow)
+
+    def _full(
+        self, call: Call, opts: GuardOptions, state: _SiteState, n: int, why: str | None
+    ) -> Report | None:
+        """Every rule, with one statistics pass: read now, or (deferred) when it has arrived.
+        The call itself was counted by the caller."""
+        COLLECTOR.count_full()
+        rules = _rules(opts)
+        ctx = _engine.check_structure(call, rules)
+        deferred = opts.sync == "deferred" and why is None and not ctx.has_error()
         try:
             plan, packed = _engine.start_statistics(call)
         except Exception as error:  # odd tensors: check the structure only
@@ -395,40 +497,101 @@ class Guard:
             return _engine.build_report(ctx) if ctx.found or ctx.notes else None
         host, event = _to_host_async(packed)
         # Keep the values, not the autograd graph, alive until the statistics are read.
-        call.input = call.input.detach()
-        with _PENDING_LOCK:
-            _PENDING.append(_Pending(self, opts, ctx, rules, plan, host, event, site, n))
+        ctx.call = dataclasses.replace(call, input=call.input.detach())
+        with self._lock:
+            self._checks.append(_PendingCheck(opts, ctx, rules, plan, host, event, state, n))
+        with _WITH_PENDING_LOCK:
+            _WITH_PENDING.add(self)
         return None
 
+    # ------------------------------------------------------------------ deferred work
+    def _drain(self, opts: GuardOptions, *, block: bool, may_raise: bool) -> list[Report]:
+        """Finish this guard's deferred work: the sentinel readings once `sync_every` have
+        piled up (all of them when `block`), and the full checks whose statistics arrived."""
+        with self._lock:
+            readings: list[_PendingReading] = []
+            if block or len(self._readings) >= opts.sync_every:
+                readings, self._readings = self._readings, []
+            checks = [p for p in self._checks if block or p.ready()]
+            if checks:
+                self._checks = [p for p in self._checks if p not in checks]  # by identity
+        failing: list[Report] = []
+        first_error: CrossEntropyInputError | None = None
+        if readings:
+            values = torch.stack([r.reading for r in readings]).tolist()  # one transfer
+            for pending, reading in zip(readings, values, strict=True):
+                found = _sentinel.reasons(pending.plan, reading)
+                if any(hint in found for hint in _sentinel.HINTS):
+                    pending.state.full_next = True  # a hint: the full check on the next call
+                report = _sentinel.late_report(pending.plan, reading, pending.n)
+                if report is not None:
+                    try:
+                        failing += self.handle(
+                            report, None, pending.state, pending.n, pending.options,
+                            may_raise=may_raise,
+                        )  # fmt: skip
+                    except CrossEntropyInputError as error:
+                        first_error = first_error or error
+        for p in checks:
+            try:
+                report = _engine.finish(p.ctx, p.rules, p.plan, p.read())
+                failing += self.handle(
+                    report, p.ctx.call, p.state, p.n, p.options, may_raise=may_raise
+                )
+            except CrossEntropyInputError as error:
+                first_error = first_error or error
+            except Exception as error:  # never break the training step
+                COLLECTOR.note(
+                    f"deferred check at {p.state.site.name} failed: {type(error).__name__}: {error}"
+                )
+        if first_error is not None:
+            raise first_error
+        return failing
+
+    def flush(self, *, may_raise: bool) -> list[Report]:
+        """Read all of this guard's deferred work now. Returns the failing reports; raises the
+        first of them when `may_raise` and `on_error="raise"`."""
+        try:
+            return self._drain(self.options(), block=True, may_raise=may_raise)
+        finally:
+            with self._lock:
+                empty = not self._readings and not self._checks
+            if empty:
+                with _WITH_PENDING_LOCK:
+                    _WITH_PENDING.discard(self)
+
+    # ------------------------------------------------------------------ findings
     def handle(
         self,
         report: Report,
-        call: Call,
-        site: Site,
+        call: Call | None,
+        state: _SiteState,
         n: int,
         opts: GuardOptions,
         *,
         may_raise: bool,
-    ) -> None:
-        """Count the findings, write a reproducer, and raise / warn / log as configured."""
+    ) -> list[Report]:
+        """Count the findings, write a reproducer, and raise / warn / log as configured.
+        Returns the report when it has findings at `fail_on` or worse (for the sink)."""
+        site = state.site
         if not report.diagnostics:
-            if report.notes and not report.values_checked and call.tensors_ok and not call.on_meta:
+            readable = call is not None and call.tensors_ok and not call.on_meta
+            if report.notes and not report.values_checked and readable:
                 for note in report.notes:
-                    if not note.startswith("values not checked on call"):
-                        COLLECTOR.note(f"{site.name}: {note}")
-            return
+                    COLLECTOR.note(f"{site.name}: {note}")
+            return []
         report = report.model_copy(update={"source": site.name})
         failing = report.at_least(opts.fail_on)
         new = {d.code for d in report.diagnostics if COLLECTOR.record(site.name, d, n)}
-        if failing and self.sink is not None:
-            self.sink(report)
-        if failing and opts.dump_dir is not None and any(d.code in new for d in failing):
+        first_time = any(d.code in new for d in failing)
+        if failing and first_time and call is not None and opts.dump_dir is not None:
             report = self._dump(report, call, site, n, opts, failing)
         if failing and opts.on_error == "raise" and may_raise:
             raise CrossEntropyInputError(report)
         for d in report.diagnostics:
             if d.code in new and d.severity.rank >= Severity.warning.rank:
                 self._emit(d, report, site, n, opts)
+        return [report] if failing else []
 
     def _dump(self, report, call, site, n, opts, failing) -> Report:
         stem = f"cediag-{os.path.basename(site.filename)}-{site.lineno}-{failing[0].code}-call{n}"
@@ -459,10 +622,14 @@ class Guard:
 
 
 _MAX_SIGNATURES = 1024
-# Over budget, calls let through before the clock is read again. Large enough that the clock
-# and frame reads vanish from a let-through call's cost (~1 us in a training step), small
-# enough that a guard recovers its schedule promptly once the budget allows.
+# With a user-set budget, calls let through before the clock is read again.
 _LET_THROUGH = 16
+_REASON_TEXT = {
+    "nonfinite": "NaN or Inf in the logits",
+    "targets": "targets out of range, all ignored, or not probabilities",
+    "range": "a logits range an activation gives",
+    "graph": "an activation in the graph",
+}
 
 
 def structure_key(
@@ -471,7 +638,7 @@ def structure_key(
     """What the structure rules depend on, read straight off the arguments (no binding): each
     tensor's shape, dtype, device and layout, other arguments by type and value, the options a
     criterion module holds, the loss kind, autocast, and the rule selection. It may hold
-    unhashable values (a list for an option): look it up with `_known`."""
+    unhashable values (a list for an option): look it up with `_lookup`."""
     device = None
     parts: list[Any] = [loss, opts.select, opts.ignore]
     for value in args:
@@ -492,11 +659,11 @@ def structure_key(
     return tuple(parts)
 
 
-def _known(key: tuple, keys: set[tuple]) -> bool:
+def _lookup(signatures: dict[tuple, _Signature], key: tuple) -> _Signature | None:
     try:
-        return key in keys
-    except TypeError:  # an unhashable argument: such calls are always checked
-        return False
+        return signatures.get(key)
+    except TypeError:  # an unhashable argument: such calls always get the structure rules
+        return None
 
 
 def _criterion_options(criterion: Any) -> tuple:
@@ -518,8 +685,3 @@ def _criterion_options(criterion: Any) -> tuple:
         state.get("reduction"),
         state.get("label_smoothing"),
     )
-
-
-def _schedule_text(opts: GuardOptions) -> str:
-    later = f"then every {opts.every}th" if opts.every else "then none"
-    return f"first {opts.first} calls, {later}"

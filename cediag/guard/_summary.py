@@ -36,8 +36,9 @@ class GuardSummary(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     calls: int = 0  # guarded calls seen
-    checked: int = 0  # calls that got the full (values) check
-    let_through: int = 0  # calls the overhead budget let through unchecked
+    checked: int = 0  # calls that got the full check (every rule)
+    values_checked: int = 0  # calls whose values were read: by the per-call check or in full
+    let_through: int = 0  # calls a user-set overhead budget let through unchecked
     entries: list[SummaryEntry] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
 
@@ -54,9 +55,15 @@ class GuardSummary(BaseModel):
         return [e for e in self.entries if rule in (e.code, e.rule)]
 
     def __str__(self) -> str:
-        head = f"cediag: {self.calls} cross-entropy calls guarded, {self.checked} fully checked"
+        head = f"cediag: {self.calls} cross-entropy calls guarded"
         if self.let_through:
-            head += f", {self.let_through} let through unchecked to stay within the overhead budget"
+            head += (
+                f", {self.let_through} NOT checked (let through to stay within the overhead budget)"
+            )
+        head += f", {self.checked} fully checked"
+        metadata_only = self.calls - self.let_through - self.values_checked
+        if metadata_only:
+            head += f", {metadata_only} with shapes and options only (values not readable)"
         if not self.entries:
             lines = [f"{head}; no findings"]
         else:
@@ -86,15 +93,24 @@ class Collector:
 
     lock: threading.Lock = field(default_factory=threading.Lock)
     records: dict[tuple[str, str], _Record] = field(default_factory=dict)
-    calls: int = 0
+    calls: int = 0  # calls checked, let-through ones not included
     checked: int = 0
+    values_checked: int = 0
     let_through: int = 0
     notes: dict[str, None] = field(default_factory=dict)  # ordered set
 
-    def count_call(self, full: bool) -> None:
+    def count_call(self, values: bool) -> None:
         with self.lock:
             self.calls += 1
-            self.checked += full
+            self.values_checked += values
+
+    def count_full(self) -> None:
+        with self.lock:
+            self.checked += 1
+
+    def count_let_through(self) -> None:
+        with self.lock:
+            self.let_through += 1
 
     def record(self, site: str, diagnostic: Diagnostic, n: int) -> bool:
         """Count one occurrence; True when it is the first at this site."""
@@ -138,6 +154,7 @@ class Collector:
             return GuardSummary(
                 calls=self.calls + self.let_through,
                 checked=self.checked,
+                values_checked=self.values_checked,
                 let_through=self.let_through,
                 entries=entries,
                 notes=list(self.notes),
@@ -147,7 +164,7 @@ class Collector:
         with self.lock:
             self.records.clear()
             self.notes.clear()
-            self.calls = self.checked = self.let_through = 0
+            self.calls = self.checked = self.values_checked = self.let_through = 0
 
 
 COLLECTOR = Collector()

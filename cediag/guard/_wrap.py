@@ -40,9 +40,6 @@ def _guarded(
     def guarded(*args: Any, **kwargs: Any) -> Any:
         if is_compiling():  # first: nothing below may become part of a compiled graph
             return function(*args, **kwargs)
-        if guard.countdown:  # over budget: straight to the loss (see Guard.within_budget)
-            guard.let_through()
-            return function(*args, **kwargs)
         if _IN_LOSS.get():
             return function(*args, **kwargs)
         return check_then_call(
@@ -51,6 +48,54 @@ def _guarded(
 
     setattr(guarded, _MARK, guard)
     return guarded
+
+
+class _GuardedForward:
+    """The `forward` a guarded module carries in its instance `__dict__`.
+
+    It calls the class's own `forward` on the module it belongs to, so that `copy.deepcopy`
+    (which copies the module's `__dict__`, this object with it, and re-points `module` at the
+    copy) gives a copy that computes with its own weights, and `pickle` / `torch.save` store the
+    options, not a closure: the guard is rebuilt when the module is loaded.
+    """
+
+    def __init__(self, module: torch.nn.Module, loss: str, input_arg, target_arg, options):
+        self.module = module
+        self.loss = loss
+        self.input_arg, self.target_arg = input_arg, target_arg
+        self.options = dict(options)
+        self._start()
+
+    def _start(self) -> None:
+        forward = type(self.module).forward.__get__(self.module)
+        self._forward = forward
+        self._binder = ArgumentBinder(forward, self.input_arg, self.target_arg)
+        self.guard = Guard(self.options)
+        self.__wrapped__ = forward
+        setattr(self, _MARK, self.guard)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        forward = self._forward
+        if is_compiling():  # first: nothing below may become part of a compiled graph
+            return forward(*args, **kwargs)
+        if _IN_LOSS.get():
+            return forward(*args, **kwargs)
+        return check_then_call(
+            self.guard, forward, self._binder, args, kwargs, criterion=self.module, loss=self.loss
+        )
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {
+            "module": self.module,
+            "loss": self.loss,
+            "input_arg": self.input_arg,
+            "target_arg": self.target_arg,
+            "options": self.options,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._start()
 
 
 def wrap(
@@ -62,26 +107,31 @@ def wrap(
     target_arg: str | None = None,
     **options: Any,
 ) -> F:
-    """Guard a cross-entropy-like loss: every call is checked (on a schedule) before it runs.
+    """Guard a cross-entropy-like loss: every call is checked before it runs.
 
     `criterion`: an `nn.CrossEntropyLoss` / `nn.NLLLoss` (options are read from it), any loss
     module or function taking `(input, target, ...)`. `loss="nll"` checks it as `F.nll_loss`
     (inferred for `nn.NLLLoss` and functions named `*nll*`). `input_arg` / `target_arg` name the
     arguments when they are not the first two. `options`: `on_error`, `fail_on`, `first`,
-    `every`, `budget`, `sync`, `dump_dir`, `select`, `ignore`, `enabled` (see
+    `every`, `budget`, `sync`, `sync_every`, `dump_dir`, `select`, `ignore`, `enabled` (see
     `cediag.guard.GuardOptions`).
-    Modules are guarded in place and returned; functions are returned wrapped.
+    Modules are guarded in place and returned (they deep-copy, pickle and `torch.save` like the
+    module they are); functions are returned wrapped.
     """
-    guard = Guard(options)
     kind = _loss_kind(criterion, loss)
     if isinstance(criterion, torch.nn.Module):
         unwrap(criterion)
-        forward = criterion.forward
-        binder = ArgumentBinder(forward, input_arg, target_arg)
-        criterion.forward = _guarded(forward, binder, guard, criterion, kind)
+        if "forward" in criterion.__dict__:  # a forward of its own: guard that callable
+            guard = Guard(options)
+            forward = criterion.forward
+            binder = ArgumentBinder(forward, input_arg, target_arg)
+            criterion.forward = _guarded(forward, binder, guard, criterion, kind)
+            return criterion
+        criterion.forward = _GuardedForward(criterion, kind, input_arg, target_arg, options)
         return criterion
     if not callable(criterion):
         raise TypeError(f"cediag.wrap expects a loss callable, got {type(criterion).__name__}")
+    guard = Guard(options)
     binder = ArgumentBinder(criterion, input_arg, target_arg)
     return _guarded(criterion, binder, guard, None, kind)  # type: ignore[return-value]
 
