@@ -4,6 +4,10 @@ Each test runs inside `cediag.watch()`; a test whose calls have errors (or worse
 `--cediag-fail-on`) fails with the report, and a summary of all findings prints at the end.
 Opt out per test with `@pytest.mark.no_cediag`. Nothing is imported from torch or cediag's
 guard until `--cediag` is given.
+
+Defaults come from `[tool.cediag]` in the closest pyproject.toml above pytest's rootdir (the
+same section `cediag check` reads): `select`, `ignore`, `fail-on`, and from `[tool.cediag.guard]`
+`first`, `every`, `budget`, `sync`, `dump-dir`. A command-line option wins over the file.
 """
 
 from __future__ import annotations
@@ -22,14 +26,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--cediag-fail-on",
         choices=("error", "warning", "info"),
-        default="error",
-        help="least severity that fails the test making the call (default: error)",
+        default=None,
+        help="least severity that fails the test making the call (default: [tool.cediag] "
+        "fail-on, else error)",
     )
     group.addoption(
         "--cediag-every",
         type=int,
-        default=1,
-        help="full check on every N-th call at a site (default: 1, every call)",
+        default=None,
+        help="full check on every N-th call at a site (default: [tool.cediag.guard] every, "
+        "else 1: every call)",
     )
 
 
@@ -44,8 +50,7 @@ class _CediagPlugin:
         from cediag import guard
 
         self.guard = guard
-        self.fail_on = config.getoption("--cediag-fail-on")
-        self.every = config.getoption("--cediag-every")
+        self.options = watch_options(config)
         guard.summary(clear=True)
 
     @pytest.hookimpl(wrapper=True)
@@ -57,7 +62,7 @@ class _CediagPlugin:
         failing: list = []
         # on_error="log": the test runs as it would without the plugin; findings that matter
         # fail it afterwards, with the report.
-        with watch(on_error="log", fail_on=self.fail_on, every=self.every, _sink=failing.append):
+        with watch(on_error="log", **self.options, _sink=failing.append):
             result = yield
         if failing:
             reports = "\n\n".join(str(report) for report in failing[:5])
@@ -69,3 +74,23 @@ class _CediagPlugin:
         summary = self.guard.summary()
         terminalreporter.write_sep("=", "cediag summary")
         terminalreporter.write_line(str(summary))
+
+
+def watch_options(config: pytest.Config) -> dict:
+    """Options for `watch()`: the command line over `[tool.cediag]` over the plugin's defaults
+    (every call fully checked, errors fail the test)."""
+    from cediag._settings import SettingsError, load_settings
+
+    try:
+        settings = load_settings(config.rootpath)
+    except SettingsError as error:
+        raise pytest.UsageError(f"cediag: {error}") from None
+    options = settings.guard_options()
+    options.pop("on_error", None)  # the plugin logs, then fails the test with the report
+    options.setdefault("fail_on", "error")
+    options.setdefault("every", 1)
+    if config.getoption("--cediag-fail-on") is not None:
+        options["fail_on"] = config.getoption("--cediag-fail-on")
+    if config.getoption("--cediag-every") is not None:
+        options["every"] = config.getoption("--cediag-every")
+    return options

@@ -325,9 +325,8 @@ def _settings(config: Path | None, isolated: bool):
 
 def _from_default(ctx: typer.Context, name: str) -> bool:
     """Whether an option kept its built-in default (not given, nor set by its env variable)."""
-    from click.core import ParameterSource
-
-    return ctx.get_parameter_source(name) in (ParameterSource.DEFAULT, None)
+    source = ctx.get_parameter_source(name)  # typer may vendor click: compare by name
+    return source is None or source.name == "DEFAULT"
 
 
 def _listed(patterns: tuple[str, ...] | None) -> list[str] | None:
