@@ -23,6 +23,7 @@ import torch
 
 from ._call import FLOAT_DTYPES, Call, shape_str
 from ._report import CallSummary, Diagnostic, Report, ValueEvidence
+from ._statistics import probability_tolerance
 from .rules import RULES
 
 # Logits at least this large, as any rule calls extreme (CE307), are a reason to look closer.
@@ -42,7 +43,7 @@ _ACTIVATION_NODES = {
     # log_softmax is what F.nll_loss expects; any other final activation is a mistake.
     "nll": frozenset({"SoftmaxBackward0", "SigmoidBackward0", "SigmoidBackward1", "ReluBackward0"}),
 }
-# Float slack on [0, 1] and on row sums: the same tolerance the full check uses for sums.
+# Float slack on the [0, 1] range of logits that look like probabilities.
 _PROB_SLACK = 1e-2
 
 # What a reading can say. The exact ones are errors the full check will report; `range` and
@@ -61,7 +62,9 @@ class SentinelPlan:
     class_dim: int
     probability_targets: bool
     ignore: int | None  # an int ignore_index; None when no class index can equal it
+    mean: bool  # reduction="mean": a batch with every target ignored makes the loss NaN
     extreme: float
+    tolerance: float  # how far from 1 a row of probability targets may sum
 
     @staticmethod
     def of(call: Call) -> SentinelPlan | None:
@@ -88,7 +91,9 @@ class SentinelPlan:
             class_dim=call.class_dim,
             probability_targets=call.probability_targets,
             ignore=ignore,
+            mean=call.reduction == "mean",
             extreme=_EXTREME["half" if half else "full"],
+            tolerance=probability_tolerance(t.dtype),
         )
 
 
@@ -165,7 +170,8 @@ def measure(plan: SentinelPlan, x: torch.Tensor, t: torch.Tensor) -> torch.Tenso
 def _probability_parts(plan: SentinelPlan, t: torch.Tensor) -> tuple[torch.Tensor, ...]:
     low, high = torch.aminmax(t)
     sums = t.sum(dim=plan.class_dim)
-    sum_low, sum_high = torch.aminmax(sums)
+    # Rows of all zeros mask a sample out (legal): they read as summing to 1.
+    sum_low, sum_high = torch.aminmax(sums.masked_fill(sums == 0, 1))
     return low.double(), high.double(), sum_low.double(), sum_high.double()
 
 
@@ -174,7 +180,7 @@ def _targets_plainly_valid(plan: SentinelPlan, low: float, high: float) -> bool:
     not all equal to an ignore_index that lies inside that range."""
     if low < 0 or high >= plan.n_classes:
         return False
-    return not (plan.ignore is not None and low == high == plan.ignore)
+    return not (plan.mean and plan.ignore is not None and low == high == plan.ignore)
 
 
 def reasons(plan: SentinelPlan, values: list, x: torch.Tensor | None = None) -> tuple[str, ...]:
@@ -187,12 +193,14 @@ def reasons(plan: SentinelPlan, values: list, x: torch.Tensor | None = None) -> 
     if plan.probability_targets:
         p_low, p_high, s_low, s_high = values[2:6]
         finite = all(math.isfinite(v) for v in (p_low, p_high, s_low, s_high))
-        sums_ok = s_low >= 1 - _PROB_SLACK and s_high <= 1 + _PROB_SLACK
-        if not finite or p_low < 0 or p_high > 1 + _PROB_SLACK or not sums_ok:
+        tol = plan.tolerance
+        sums_ok = s_low >= 1 - tol and s_high <= 1 + tol
+        if not finite or p_low < 0 or p_high > 1 + tol or not sums_ok:
             found.append("targets")
     else:
         t_low, t_high, ignored, count = values[2:6]
-        if t_low < 0 or t_high >= plan.n_classes or (ignored is not None and ignored >= count):
+        all_ignored = plan.mean and ignored is not None and ignored >= count
+        if t_low < 0 or t_high >= plan.n_classes or all_ignored:
             found.append("targets")
     if "nonfinite" not in found and _range_hint(plan, low, high):
         found.append("range")
@@ -271,7 +279,7 @@ def _target_diagnostic(plan: SentinelPlan, values: list, n: int) -> Diagnostic:
             ),  # fmt: skip
         )
     low, high, ignored, count = values[2:6]
-    if ignored is not None and ignored >= count:
+    if plan.mean and ignored is not None and ignored >= count:
         return _diagnostic(
             "all-targets-ignored",
             f"all {int(count)} targets on call {n} equal ignore_index={plan.ignore}: the mean "
