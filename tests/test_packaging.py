@@ -205,6 +205,17 @@ def test_the_action_still_uploads_when_a_file_cannot_be_read(tmp_path):
 # ---------------------------------------------------------------- a built wheel and sdist
 
 
+def test_ci_docs_install_what_exists():
+    """cediag is on no package index: the CI docs must not tell users to `pip install cediag`."""
+    text = (ROOT / "docs" / "ci.md").read_text()
+    code = "\n".join(re.findall(r"```[a-z]*\n(.*?)```", text, flags=re.DOTALL))
+    commands = [line for line in code.splitlines() if "pip install" in line]
+    assert commands
+    for line in commands:
+        assert not re.search(r"pip install (-U )?cediag(\s|$)", line), line
+    assert "git+https://" in code and "python -m build" in code
+
+
 def venv_python(directory: Path) -> Path:
     venv.EnvBuilder(system_site_packages=True, with_pip=False).create(directory)
     bin_dir = "Scripts" if os.name == "nt" else "bin"
