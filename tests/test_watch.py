@@ -3,6 +3,8 @@ checked; nesting, threads, and restoring torch afterwards."""
 
 from __future__ import annotations
 
+import asyncio
+import sys
 import threading
 
 import pytest
@@ -11,6 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import cediag
+from cediag.guard import watching
 
 ORIGINAL_CE, ORIGINAL_NLL = F.cross_entropy, F.nll_loss
 
@@ -119,3 +122,190 @@ def test_watch_summary_counts_repeats_per_site():
     entries = cediag.summary().by_rule("CE301")
     assert sorted(e.count for e in entries) == [1, 4]
     assert all("test_watch.py:" in e.site for e in entries)
+
+
+# ---------------------------------------------------------------- leaving restores only ours
+
+
+def _their_patch(function):
+    """Another tool's patch: a wrapper that calls what it replaced."""
+
+    def theirs(*args, **kwargs):
+        theirs.calls += 1
+        return function(*args, **kwargs)
+
+    theirs.calls = 0
+    return theirs
+
+
+def test_leaving_keeps_a_patch_installed_inside_the_block():
+    with cediag.watch():
+        theirs = _their_patch(F.cross_entropy)
+        F.cross_entropy = theirs
+        with pytest.raises(cediag.CrossEntropyInputError):  # ours still runs under theirs
+            F.cross_entropy(probs(), labels())
+    try:
+        assert F.cross_entropy is theirs
+        F.cross_entropy(probs(), labels())  # ours, still in their chain, passes through
+        assert cediag.summary().calls == 1 and theirs.calls == 2
+        with cediag.watch(on_error="log"):  # a new block wraps theirs: one check per call
+            assert F.cross_entropy is not theirs
+            F.cross_entropy(probs(), labels())
+        assert F.cross_entropy is theirs
+        assert cediag.summary().by_rule("CE301")[-1].count == 1
+        assert cediag.summary().calls == 2
+    finally:
+        F.cross_entropy = ORIGINAL_CE
+
+
+def test_leaving_keeps_the_original_another_tool_put_back():
+    with cediag.watch():
+        F.cross_entropy = ORIGINAL_CE  # a tool that saved torch's function restores it
+    assert F.cross_entropy is ORIGINAL_CE
+
+
+def test_our_function_put_back_elsewhere_is_unwrapped_on_leaving():
+    """A tool that saved our function inside the block and assigns it again later (Liger's
+    monkey patch does this with its own function) leaves no wrapper of ours after the block."""
+    with cediag.watch():
+        saved = F.cross_entropy
+        F.nll_loss = saved  # our cross_entropy wrapper, assigned to another name we patch
+    assert F.cross_entropy is ORIGINAL_CE
+    assert F.nll_loss is ORIGINAL_CE  # unwrapped to what the tool meant
+    F.nll_loss = ORIGINAL_NLL
+    with cediag.watch():
+        F.cross_entropy = saved  # our old function put back inside a later block
+    assert F.cross_entropy is ORIGINAL_CE
+
+
+def test_repeated_blocks_do_not_stack_wrappers():
+    for _ in range(20):
+        with cediag.watch():
+            inner = F.cross_entropy
+            assert inner.__cediag_original__ is ORIGINAL_CE
+    assert F.cross_entropy is ORIGINAL_CE
+
+
+# ---------------------------------------------------------------- interrupts, tasks, decorators
+
+
+def _state_is_clean():
+    from cediag.guard import _watch
+    from cediag.guard._guard import _IN_LOSS
+
+    return {
+        "F.cross_entropy restored": F.cross_entropy is ORIGINAL_CE,
+        "F.nll_loss restored": F.nll_loss is ORIGINAL_NLL,
+        "not watching": not watching(),
+        "no open block": not getattr(_watch, "_OPEN", ()),
+        "no patch recorded": not getattr(_watch, "_PATCHES", ()),
+        "import hook removed": getattr(_watch, "_HOOK", None) not in sys.meta_path,
+        "not inside a loss": not _IN_LOSS.get(),
+    }
+
+
+def _blocks(x, t):
+    # enabled=False: the calls go through our functions, not through the (untraced) checker.
+    with cediag.watch(enabled=False):
+        F.cross_entropy(x, t)
+        with cediag.watch(enabled=False):
+            F.nll_loss(x, t)
+        F.cross_entropy(x, t)
+
+
+def _interrupt_at(n: int, files: tuple[str, ...], run) -> bool:
+    """Run `run()` with a KeyboardInterrupt raised at the nth line event in `files`; True when it
+    was raised. (The tracer is unset by Python once it raises, as after a real interrupt.)"""
+    seen = 0
+
+    def tracer(frame, event, arg):
+        nonlocal seen
+        if frame.f_code.co_filename not in files:
+            return None
+        if event == "line":
+            seen += 1
+            if seen == n:
+                raise KeyboardInterrupt
+        return tracer
+
+    sys.settrace(tracer)
+    try:
+        run()
+    except KeyboardInterrupt:
+        return True
+    finally:
+        sys.settrace(None)
+    return False
+
+
+def test_an_interrupt_at_any_line_of_entering_or_leaving_leaves_nothing_behind():
+    files = tuple(
+        module.__file__
+        for name in ("cediag.guard._watch", "cediag.guard._integrations")
+        if (module := sys.modules.get(name)) is not None
+    )
+    x, t = torch.randn(8, 5), labels()
+    interrupted = 0
+    n = 1
+    while _interrupt_at(n, files, lambda: _blocks(x, t)):
+        interrupted += 1
+        state = _state_is_clean()
+        assert all(state.values()), (n, state)
+        n += 1
+    assert interrupted > 50  # every line event of both files on that path, each in turn
+    with cediag.watch(), pytest.raises(cediag.CrossEntropyInputError):  # and it still works
+        F.cross_entropy(probs(), labels())
+    assert all(_state_is_clean().values())
+
+
+def test_watch_left_in_another_asyncio_task():
+    cm = cediag.watch()
+    seen = {}
+
+    async def main():
+        entered, left = asyncio.Event(), asyncio.Event()
+
+        async def enter_and_stay():
+            cm.__enter__()
+            seen["inside"] = watching()
+            entered.set()
+            await left.wait()
+            seen["after"] = watching()
+            F.cross_entropy(probs(), labels())  # the block is closed: not checked
+
+        async def leave():
+            await entered.wait()
+            cm.__exit__(None, None, None)
+            left.set()
+
+        await asyncio.gather(enter_and_stay(), leave())
+
+    asyncio.run(main())
+    assert seen == {"inside": True, "after": False}
+    assert all(_state_is_clean().values())
+    assert cediag.summary().calls == 0
+
+
+def test_watch_as_a_decorator_opens_a_block_per_call():
+    @cediag.watch(on_error="warn")
+    def step(depth):
+        assert watching()
+        if depth:
+            step(depth - 1)
+        F.cross_entropy(probs(), labels())
+
+    with pytest.warns(cediag.CediagWarning):
+        step(2)
+    assert all(_state_is_clean().values())
+    assert cediag.summary().calls == 3
+
+
+def test_a_watch_object_cannot_be_entered_twice_at_once():
+    cm = cediag.watch()
+    with cm:
+        with pytest.raises(RuntimeError, match="already open"), cm:
+            pass
+        assert watching()
+    with cm:  # once left, it can be entered again
+        assert watching()
+    assert all(_state_is_clean().values())

@@ -1,0 +1,231 @@
+"""What `watch()` patches: one entry per cross-entropy implementation, and how its arguments map
+onto `F.cross_entropy`'s (input, target, options), so that the check sees what the kernel sees.
+
+Adding an implementation is one `Target` in `TARGETS`: the module that defines it, the
+attribute (a function, or `Class.method`), and a mapping from the call's arguments (by name,
+as the library's own signature spells them) to `(input, target, options)`, or None when the
+call is one the mapping cannot express faithfully (it then runs unchecked). A mapping must
+only take views of the tensors: no copy, no data read. docs/integrations.md lists the entries,
+the versions tested, and where a library's semantics differ from `F.cross_entropy`.
+
+Nothing here imports a third-party library: `watch()` patches an entry only once its module is
+in `sys.modules` (imported before the block, or inside it).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ._bind import ArgumentBinder
+
+Mapped = tuple[Any, Any, dict[str, Any]]
+# An ignore_index no target can equal, for losses that ignore nothing: a -100 or 255 label
+# is then out of range, as it is for their gather (a device-side assert on a GPU).
+NO_IGNORE = -(2**63)
+
+
+@dataclass(frozen=True)
+class Target:
+    module: str  # where the implementation is defined: "timm.loss.cross_entropy"
+    attribute: str  # a function of the module, or "Class.method"
+    mapping: Callable[[dict[str, Any]], Mapped | None] | None  # None: F.cross_entropy's arguments
+    loss: str = "cross_entropy"
+    library: str = "torch"  # the distribution, for the docs
+
+    def binder(self, function: Callable) -> Any:
+        """The object `check_then_call` asks for (input, target, options) of each call."""
+        if self.mapping is None:
+            return ArgumentBinder(function)
+        return MappedBinder(function, self.mapping)
+
+
+class MappedBinder:
+    """Binds a call to the parameter names of the library's function, then applies the entry's
+    mapping. Never raises: a call the mapping cannot read is not checked."""
+
+    __slots__ = ("defaults", "mapping", "names")
+
+    def __init__(self, function: Callable, mapping: Callable[[dict[str, Any]], Mapped | None]):
+        positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        parameters = inspect.signature(function).parameters.values()
+        self.names = [p.name for p in parameters if p.kind in positional]
+        self.defaults = {
+            p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty
+        }
+        self.mapping = mapping
+
+    def bind(self, args: tuple, kwargs: dict) -> Mapped | None:
+        try:
+            arguments = dict(self.defaults)
+            arguments.update(zip(self.names, args, strict=False))
+            arguments.update(kwargs)
+            return self.mapping(arguments)
+        except Exception:  # an argument missing or of an odd kind: the library will say
+            return None
+
+
+def _tensors(*values: Any) -> bool:
+    return all(isinstance(v, torch.Tensor) for v in values)
+
+
+def _class_last(x: torch.Tensor) -> torch.Tensor:
+    """(..., C) logits in torch's layout (N, C, ...), as a view."""
+    return x.movedim(-1, 1) if x.dim() > 2 else x
+
+
+# ---------------------------------------------------------------------- timm
+
+
+def timm_label_smoothing(a: dict[str, Any]) -> Mapped | None:
+    """`LabelSmoothingCrossEntropy(smoothing).forward(x, target)`: log_softmax over the last dim,
+    `gather(-1, target.unsqueeze(1))`, so (N, C) logits with (N,) labels only; no ignore_index.
+    The loss is (1 - smoothing) * nll + smoothing * mean(-log p), torch's label_smoothing."""
+    x, target = a["x"], a["target"]
+    if _tensors(x) and x.dim() != 2:  # the gather mixes rows for other shapes
+        return None
+    smoothing = a["self"].smoothing
+    return x, target, {"ignore_index": NO_IGNORE, "label_smoothing": smoothing}
+
+
+def timm_soft_target(a: dict[str, Any]) -> Mapped | None:
+    """`SoftTargetCrossEntropy().forward(x, target)`: sum(-target * log_softmax(x, -1), -1), so
+    probabilities along the last dim. Targets it broadcasts, or that are not float, have no
+    F.cross_entropy equivalent and are not checked."""
+    x, target = a["x"], a["target"]
+    if _tensors(x, target):
+        if target.shape != x.shape or not target.is_floating_point():
+            return None
+        if x.dim() > 2:
+            x, target = x.movedim(-1, 1), target.movedim(-1, 1)
+    return x, target, {}
+
+
+# ---------------------------------------------------------------------- transformers
+
+
+def label_smoother(a: dict[str, Any]) -> Mapped | None:
+    """`LabelSmoother(epsilon, ignore_index)(model_output, labels, shift_labels=False,
+    num_items_in_batch=None)`: logits `model_output["logits"]` or `[0]`, classes last; shifted
+    by one position when `shift_labels`; labels equal to ignore_index are masked, other
+    negative labels are clamped to class 0 (silently: the check reports them). The mean is
+    over non-ignored labels, or a sum divided by `num_items_in_batch` when that is given."""
+    smoother, output, labels = a["self"], a["model_output"], a["labels"]
+    logits = output["logits"] if isinstance(output, dict) else output[0]
+    options = {
+        "ignore_index": smoother.ignore_index,
+        "label_smoothing": smoother.epsilon,
+        "reduction": "mean" if a.get("num_items_in_batch") is None else "sum",
+    }
+    if not _tensors(logits, labels):
+        return logits, labels, options
+    if a.get("shift_labels"):
+        logits, labels = logits[..., :-1, :], labels[..., 1:]
+    if labels.dim() == logits.dim() and labels.shape[-1] == 1:
+        labels = labels.squeeze(-1)
+    elif labels.dim() != logits.dim() - 1:
+        return None
+    return _class_last(logits), labels, options
+
+
+# ---------------------------------------------------------------------- segmentation_models_pytorch
+
+
+def smp_soft_cross_entropy(a: dict[str, Any]) -> Mapped | None:
+    """`SoftCrossEntropyLoss(reduction, smooth_factor, ignore_index, dim).forward(y_pred,
+    y_true)`: classes along `dim`; labels equal to ignore_index (None: none) count as zero
+    loss *in* the mean, so an all-ignored batch gives 0, not NaN (checked as a sum); the
+    smoothing is torch's label_smoothing; other reductions return the unreduced loss."""
+    loss, x, target = a["self"], a["y_pred"], a["y_true"]
+    ignore = NO_IGNORE if loss.ignore_index is None else loss.ignore_index
+    smoothing = 0.0 if loss.smooth_factor is None else loss.smooth_factor
+    reduction = loss.reduction if loss.reduction in ("sum", "mean") else "none"
+    if not _tensors(x, target) or x.dim() == 0:
+        return x, target, {"ignore_index": ignore, "label_smoothing": smoothing}
+    if reduction == "mean" and target.numel() > 0:  # an empty batch is NaN, as torch's mean
+        reduction = "sum"
+    dim = loss.dim % x.dim()
+    if target.dim() == x.dim() and target.shape[dim] == 1:
+        target = target.squeeze(dim)
+    elif target.dim() != x.dim() - 1:
+        return None
+    if x.dim() > 1 and dim != 1:
+        x = x.movedim(dim, 1)
+    return x, target, {"ignore_index": ignore, "label_smoothing": smoothing, "reduction": reduction}
+
+
+# ---------------------------------------------------------------------- Liger
+
+
+def liger_module(a: dict[str, Any]) -> Mapped | None:
+    """`LigerCrossEntropyLoss(weight, ignore_index, lse_square_scale, label_smoothing,
+    reduction, softcap, ...).forward(_input, target)`: (BT, V) logits and (BT,) labels."""
+    loss = a["self"]
+    options = {
+        "weight": loss.weight,
+        "ignore_index": loss.ignore_index,
+        "label_smoothing": loss.label_smoothing,
+        "reduction": loss.reduction,
+    }
+    return a["_input"], a["target"], options
+
+
+def liger_function(a: dict[str, Any]) -> Mapped | None:
+    """`liger_cross_entropy(input, target, weight, size_average, ignore_index, reduce,
+    reduction, label_smoothing, ...)`: F.cross_entropy's order, but `size_average` and
+    `reduce` are accepted and ignored, so only `reduction` is read."""
+    names = ("weight", "ignore_index", "reduction", "label_smoothing")
+    return a["input"], a["target"], {name: a[name] for name in names}
+
+
+TARGETS: tuple[Target, ...] = (
+    Target("torch.nn.functional", "cross_entropy", None),
+    Target("torch.nn.functional", "nll_loss", None, loss="nll"),
+    Target(
+        "timm.loss.cross_entropy",
+        "LabelSmoothingCrossEntropy.forward",
+        timm_label_smoothing,
+        library="timm",
+    ),
+    Target(
+        "timm.loss.cross_entropy",
+        "SoftTargetCrossEntropy.forward",
+        timm_soft_target,
+        library="timm",
+    ),
+    Target(
+        "transformers.trainer_pt_utils",
+        "LabelSmoother.__call__",
+        label_smoother,
+        library="transformers",
+    ),
+    Target(
+        "segmentation_models_pytorch.losses.soft_ce",
+        "SoftCrossEntropyLoss.forward",
+        smp_soft_cross_entropy,
+        library="segmentation-models-pytorch",
+    ),
+    Target(
+        "liger_kernel.transformers.cross_entropy",
+        "LigerCrossEntropyLoss.forward",
+        liger_module,
+        library="liger-kernel",
+    ),
+    Target(
+        "liger_kernel.transformers.functional",
+        "liger_cross_entropy",
+        liger_function,
+        library="liger-kernel",
+    ),
+    # Liger's apply_liger_kernel_to_*() assign this name to torch.nn.functional.cross_entropy.
+    Target(
+        "liger_kernel.transformers.monkey_patch",
+        "liger_cross_entropy",
+        liger_function,
+        library="liger-kernel",
+    ),
+)
