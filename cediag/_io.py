@@ -2,32 +2,44 @@
 
 `load(path)` reads a file holding a whole call (a dict with `input` and `target`, or a dump
 written by the training-loop guard); `load(input, target)` pairs two files. Every reader maps
-the file instead of copying it, so a multi-gigabyte logits file costs little anonymous memory:
+the file instead of copying it where it can, so a multi-gigabyte logits file costs little
+anonymous memory:
 
-- `.pt` / `.pth`: `torch.load(weights_only=True, map_location="cpu", mmap=True)`; arbitrary
-  pickles are refused unless `unsafe=True` is passed deliberately;
-- `.safetensors`: the header is parsed here and each tensor is a zero-copy view of a private
-  (copy-on-write) memory map; `file.safetensors:logits` picks a tensor by key;
-- `.npy`: `numpy.load(mmap_mode="c", allow_pickle=False)`; `.npz` (zip, read into memory).
+- `.pt` / `.pth`: the pickle's opcodes are checked first (`_io_pickle`: only what tensors need),
+  then `torch.load(weights_only=True, map_location="cpu", mmap=True)`; arbitrary pickles are
+  refused unless `unsafe=True` is passed deliberately;
+- `.safetensors`: the header is validated here (`_io_safetensors`) and each tensor is a
+  zero-copy view of a private (copy-on-write) memory map; `file.safetensors:logits` picks one;
+- `.npy` / `.npz`: headers read here (`_io_numpy`), data mapped, or copied within the limit.
 
-Every failure is a `LoadError` whose message is one line naming the file and what to do.
+What a file may make cediag allocate is bounded (`_io_base`): a file that asks for more is
+refused before anything is allocated. Every failure is a `LoadError` whose message is one line
+naming the file and what to do.
 """
 
 from __future__ import annotations
 
+import html
 import json
-import mmap
 import os
 import pickle
 import re
-import struct
+import stat
 import warnings
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
+
+from ._io_base import SAVE_HINT, copy_limit, first_line, too_big_to_copy
+from ._io_base import IncompleteCall as IncompleteCall
+from ._io_base import LoadError as LoadError
+from ._io_numpy import read_npy, read_npz
+from ._io_pickle import Refused, inspect_torch_file
+from ._io_safetensors import read_safetensors
 
 OPTION_NAMES = ("ignore_index", "reduction", "label_smoothing", "loss")
 INPUT_KEYS = ("input", "logits", "inputs", "outputs", "output")
@@ -35,48 +47,8 @@ TARGET_KEYS = ("target", "targets", "labels", "label", "y")
 WEIGHT_KEYS = ("weight",)
 SUFFIXES = (".pt", ".pth", ".safetensors", ".npy", ".npz")
 
-_SAVE_HINT = "save it again with torch.save({'input': logits, 'target': target}, path)"
 
-_SAFETENSORS_DTYPES = {
-    "F64": torch.float64,
-    "F32": torch.float32,
-    "F16": torch.float16,
-    "BF16": torch.bfloat16,
-    "I64": torch.int64,
-    "I32": torch.int32,
-    "I16": torch.int16,
-    "I8": torch.int8,
-    "U8": torch.uint8,
-    "BOOL": torch.bool,
-    **{
-        name: getattr(torch, attr)
-        for name, attr in (
-            ("F8_E4M3", "float8_e4m3fn"),
-            ("F8_E5M2", "float8_e5m2"),
-            ("U16", "uint16"),
-            ("U32", "uint32"),
-            ("U64", "uint64"),
-        )
-        if hasattr(torch, attr)
-    },
-}
-
-
-class LoadError(Exception):
-    """A file could not be read as tensors. `str()` is one line: the file, the problem, the fix."""
-
-    def __init__(self, path: str | os.PathLike, problem: str, hint: str):
-        self.path = str(path)
-        self.problem = problem
-        self.hint = hint
-        super().__init__(f"{self.path}: {problem}; {hint}")
-
-
-class IncompleteCall(LoadError):
-    """The file holds tensors, but not a whole call (no target): give the target separately."""
-
-
-@dataclass
+@dataclass(repr=False)
 class SavedCall:
     """One cross-entropy call read back from disk: `cediag.check(**saved.check_kwargs())`."""
 
@@ -92,12 +64,56 @@ class SavedCall:
         options = {**self.options, **{k: v for k, v in overrides.items() if v is not None}}
         return {"input": self.input, "target": self.target, "weight": self.weight, **options}
 
+    def __repr__(self) -> str:
+        """Shapes, dtypes and options, never the values: `SavedCall(input=(8, 5) float32, ...)`."""
+        parts = [f"{role}={_summary(getattr(self, role))}" for role in ("input", "target")]
+        if self.weight is not None:
+            parts.append(f"weight={_summary(self.weight)}")
+        if self.options:
+            parts.append(f"options={self.options!r}")
+        if self.source:
+            parts.append(f"source={self.source!r}")
+        if self.notes:
+            parts.append(f"notes={len(self.notes)}")
+        return f"SavedCall({', '.join(parts)})"
+
+    def _repr_html_(self) -> str:
+        """A small table for notebooks: one row per tensor, then the options, source and notes."""
+        rows = [("input", self.input), ("target", self.target)]
+        if self.weight is not None:
+            rows.append(("weight", self.weight))
+        cells = "".join(
+            f"<tr><td>{role}</td><td>{html.escape(_summary(value))}</td></tr>"
+            for role, value in rows
+        )
+        extra = [("options", ", ".join(f"{k}={v!r}" for k, v in self.options.items()) or "-")]
+        if self.source:
+            extra.append(("source", self.source))
+        extra.extend(("note", note) for note in self.notes)
+        cells += "".join(
+            f"<tr><td>{name}</td><td>{html.escape(str(text))}</td></tr>" for name, text in extra
+        )
+        return f"<table><caption>cediag SavedCall</caption>{cells}</table>"
+
+
+def _summary(value: Any) -> str:
+    """`(8, 5) float32` (plus the device when not CPU) for a tensor; the type name otherwise."""
+    if not isinstance(value, torch.Tensor):
+        return type(value).__name__
+    try:
+        dims = tuple(int(d) for d in value.shape)
+        device = "" if value.device.type == "cpu" else f" {value.device}"
+    except Exception:  # a nested or odd subclass that will not say
+        return type(value).__name__
+    shape = f"({dims[0]},)" if len(dims) == 1 else str(dims)
+    return f"{shape} {str(value.dtype).removeprefix('torch.')}{device}"
+
 
 @dataclass
 class _Contents:
     """What a file holds: named tensors (a bare tensor is under the key ""), and options."""
 
-    tensors: dict[str, torch.Tensor]
+    tensors: Mapping[str, torch.Tensor]
     options: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -201,7 +217,7 @@ def _pick(
         return found
     if not whole_call and len(tensors) == 1:
         return next(iter(tensors))
-    names = ", ".join(repr(k) for k in tensors if k) or "one bare tensor"
+    names = _names(tensors) or "one bare tensor"
     if whole_call and role == "target":
         raise IncompleteCall(
             file,
@@ -221,62 +237,89 @@ def _pick(
 
 
 def _missing_key(file: Path, contents: _Contents, key: str) -> LoadError:
-    names = ", ".join(repr(k) for k in contents.tensors if k) or "one bare tensor, no keys"
+    names = _names(contents.tensors) or "one bare tensor, no keys"
     return LoadError(file, f"has no tensor {key!r} (it holds {names})", "pick one of those keys")
+
+
+def _names(tensors: Mapping[str, torch.Tensor], shown: int = 12) -> str:
+    """The keys, quoted; past `shown`, how many more (a file may hold thousands)."""
+    keys = [k for k in tensors if k]
+    text = ", ".join(repr(k) for k in keys[:shown])
+    return text + (f" and {len(keys) - shown} more" if len(keys) > shown else "")
 
 
 # ---------------------------------------------------------------- reading files
 
 
 def _read(file: Path, unsafe: bool) -> _Contents:
-    if not file.exists():
-        raise LoadError(file, "no such file", "check the path (and the working directory)")
-    if file.is_dir():
-        raise LoadError(file, "is a directory", "give a file (.pt, .safetensors, .npy, .npz)")
     try:
-        size = file.stat().st_size
+        info = os.stat(file)
+    except FileNotFoundError:
+        raise LoadError(
+            file, "no such file", "check the path (and the working directory)"
+        ) from None
+    except PermissionError:
+        raise _denied(file) from None
     except OSError as error:
         raise LoadError(
-            file, f"cannot be read ({error.strerror})", "check its permissions"
+            file, f"cannot be read ({error.strerror or error})", "check the path"
         ) from None
+    if stat.S_ISDIR(info.st_mode):
+        raise LoadError(file, "is a directory", "give a file (.pt, .safetensors, .npy, .npz)")
+    if not stat.S_ISREG(info.st_mode):
+        raise LoadError(
+            file,
+            "is not a regular file (a pipe, socket or device)",
+            "save the tensors to a file and give its path",
+        )
+    size = info.st_size
     if size == 0:
         raise LoadError(
-            file, "is empty (0 bytes)", "the save was probably interrupted: " + _SAVE_HINT
+            file, "is empty (0 bytes)", "the save was probably interrupted: " + SAVE_HINT
         )
-    kind = _kind(file)
+    kind = "?"
     try:
-        if kind == "torch":
-            return _read_torch(file, unsafe)
-        if kind == "safetensors":
-            return _read_safetensors(file)
-        if kind == "npy":
-            return _read_npy(file)
-        return _read_npz(file)
+        with open(file, "rb") as f:
+            kind = _kind(file, f.read(16))
+            f.seek(0)
+            if kind == "torch":
+                return _read_torch(file, f, size, unsafe)
+            if kind == "safetensors":
+                tensors, metadata = read_safetensors(file, f, size)
+                options, notes = _dump_options(file, metadata)
+                return _Contents(tensors, options, notes)
+            if kind == "npy":
+                return _Contents({"": read_npy(file, f, size)})
+            arrays, notes = read_npz(file, f, size)
+            return _Contents(arrays, notes=notes)
     except LoadError:
         raise
     except PermissionError:
-        raise LoadError(
-            file, "cannot be read (permission denied)", "check its permissions"
-        ) from None
+        raise _denied(file) from None
     except MemoryError:
         raise LoadError(file, "does not fit in memory", "save it as .safetensors or .pt") from None
     except Exception as error:  # a reader failed in a way not classified below: still one line
-        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise LoadError(
             file,
-            f"could not be read as {kind} ({type(error).__name__}: {first[:200]})",
+            f"could not be read as {kind} ({type(error).__name__}: {first_line(error)})",
             "check that the file is complete and of that type",
         ) from None
 
 
-def _kind(file: Path) -> str:
+def _denied(file: Path) -> LoadError:
+    return LoadError(
+        file,
+        "cannot be read (permission denied)",
+        "check its permissions and those of the folders above it",
+    )
+
+
+def _kind(file: Path, head: bytes) -> str:
     suffix = file.suffix.lower()
     if suffix in (".pt", ".pth"):
         return "torch"
     if suffix in (".safetensors", ".npy", ".npz"):
         return suffix[1:]
-    with open(file, "rb") as f:
-        head = f.read(16)
     if head.startswith(b"\x93NUMPY"):
         return "npy"
     if head.startswith(b"PK"):
@@ -290,17 +333,18 @@ def _kind(file: Path) -> str:
     )
 
 
-def _read_torch(file: Path, unsafe: bool) -> _Contents:
+def _read_torch(file: Path, f: BinaryIO, size: int, unsafe: bool) -> _Contents:
+    zipped = f.read(4) == b"PK\x03\x04"
+    f.seek(0)
+    if not unsafe:
+        zipped = _inspect_torch(file, f, size)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's notes on pickle protocols: not for users
-            try:
-                obj = torch.load(file, weights_only=not unsafe, map_location="cpu", mmap=True)
-            except RuntimeError as error:
-                if "mmap can only be used" not in str(error):
-                    raise
-                # A legacy (non-zip) torch.save file: readable, but only by copying it.
-                obj = torch.load(file, weights_only=not unsafe, map_location="cpu")
+            # A legacy (non-zip) torch.save file is readable, but only by copying it.
+            obj = torch.load(
+                _torch_path(file, f), weights_only=not unsafe, map_location="cpu", mmap=zipped
+            )
     except pickle.UnpicklingError as error:
         text = str(error)
         if "Weights only load failed" in text:
@@ -310,22 +354,77 @@ def _read_torch(file: Path, unsafe: bool) -> _Contents:
                 file,
                 f"refused to unpickle: it holds Python objects other than tensors{what}, "
                 "which could run code when loaded",
-                "save plain tensors (a dict of tensors, or .safetensors), "
-                "or pass --unsafe-load only if you trust where the file came from",
+                _UNSAFE_HINT,
             ) from None
-        raise LoadError(file, "is not a torch.save file (bad pickle)", _SAVE_HINT) from None
+        raise LoadError(file, "is not a torch.save file (bad pickle)", SAVE_HINT) from None
+    except PermissionError:
+        raise _denied(file) from None
     except (OSError, EOFError, zipfile.BadZipFile):
         raise LoadError(
-            file, "is truncated or corrupt (not a complete torch.save file)", _SAVE_HINT
+            file, "is truncated or corrupt (not a complete torch.save file)", SAVE_HINT
         ) from None
     except RuntimeError as error:
         text = str(error)
         if "magic number" in text or "PytorchStreamReader" in text or "zip archive" in text:
             raise LoadError(
-                file, f"is truncated or corrupt ({_first_line(error)})", _SAVE_HINT
+                file, f"is truncated or corrupt ({first_line(error)})", SAVE_HINT
             ) from None
         raise
     return _from_object(file, obj)
+
+
+_UNSAFE_HINT = (
+    "save plain tensors (a dict of tensors, or .safetensors), "
+    "or pass --unsafe-load only if you trust where the file came from"
+)
+
+
+def _inspect_torch(file: Path, f: BinaryIO, size: int) -> bool:
+    """Read the pickle's opcodes before torch runs them; True for the zip format."""
+    try:
+        found = inspect_torch_file(f, size)
+    except Refused as refused:
+        if refused.corrupt:
+            raise LoadError(file, refused.problem, SAVE_HINT) from None
+        hint = (
+            _UNSAFE_HINT
+            if refused.code
+            else "save plain tensors (a dict of tensors, or .safetensors)"
+        )
+        raise LoadError(file, refused.problem, hint) from None
+    finally:
+        f.seek(0)
+    if found.copied_bytes > copy_limit(file):
+        why = (
+            "a big-endian torch.save file is byte-swapped in memory"
+            if found.zipped
+            else "a legacy (pre-1.6 format) torch.save file cannot be mapped"
+        )
+        raise too_big_to_copy(
+            file,
+            found.copied_bytes,
+            why,
+            "save it again with a current torch.save (the zip format) or as .safetensors",
+        )
+    return found.zipped
+
+
+def _torch_path(file: Path, f: BinaryIO) -> str:
+    """A path torch's C++ reader can open: the file's own, or its descriptor's when the name is
+    not valid UTF-8 (torch cannot encode it; Python and the OS can)."""
+    text = os.fspath(file)
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    for folder in ("/proc/self/fd", "/dev/fd"):
+        candidate = f"{folder}/{f.fileno()}"
+        if os.path.exists(candidate):
+            return candidate
+    raise LoadError(
+        file, "has a file name that is not valid UTF-8, which torch cannot open", "rename it"
+    )
 
 
 def _from_object(file: Path, obj: Any) -> _Contents:
@@ -360,57 +459,6 @@ def _is_scalar(value: Any) -> bool:
     return isinstance(value, (int, float, str)) and not isinstance(value, bool)
 
 
-def _read_safetensors(file: Path) -> _Contents:
-    size = file.stat().st_size
-    with open(file, "rb") as f:
-        if size < 8:
-            raise LoadError(file, "is truncated (no safetensors header)", "save it again")
-        (header_len,) = struct.unpack("<Q", f.read(8))
-        if header_len > min(size - 8, 100_000_000):
-            raise LoadError(
-                file, "is truncated or not a safetensors file (header too long)", "save it again"
-            )
-        try:
-            header = json.loads(f.read(header_len))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise LoadError(
-                file, "is not a safetensors file (bad header)", "save it again"
-            ) from None
-        if not isinstance(header, dict):
-            raise LoadError(file, "is not a safetensors file (bad header)", "save it again")
-        metadata = header.pop("__metadata__", None) or {}
-        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY) if size > 8 else None
-    start = 8 + header_len
-    tensors: dict[str, torch.Tensor] = {}
-    for name, info in header.items():
-        try:
-            dtype = _SAFETENSORS_DTYPES[info["dtype"]]
-            shape = [int(d) for d in info["shape"]]
-            begin, end = (int(o) for o in info["data_offsets"])
-        except (KeyError, TypeError, ValueError):
-            raise LoadError(
-                file, f"has a tensor {name!r} of unsupported dtype or bad header", "save it again"
-            ) from None
-        numel = 1
-        for d in shape:
-            numel *= d
-        if end - begin != numel * dtype.itemsize or begin < 0:
-            raise LoadError(file, f"has a corrupt header for tensor {name!r}", "save it again")
-        if start + end > size:
-            raise LoadError(
-                file,
-                f"is truncated: tensor {name!r} needs {start + end} bytes, the file has {size}",
-                "copy or save it again",
-            )
-        if numel == 0:
-            tensors[name] = torch.empty(shape, dtype=dtype)
-        else:  # a zero-copy view of the private map: pages are read from disk when touched
-            flat = torch.frombuffer(mapped, dtype=dtype, count=numel, offset=start + begin)
-            tensors[name] = flat.reshape(shape)
-    options, notes = _dump_options(file, metadata)
-    return _Contents(tensors, options, notes)
-
-
 def _dump_options(file: Path, metadata: dict[str, str]) -> tuple[dict[str, Any], list[str]]:
     """Options of a guard dump: safetensors metadata, overridden by the JSON sidecar."""
     options: dict[str, Any] = {}
@@ -424,7 +472,7 @@ def _dump_options(file: Path, metadata: dict[str, str]) -> tuple[dict[str, Any],
             saved = data.get("options", {}) if isinstance(data, dict) else {}
             options.update({k: saved[k] for k in OPTION_NAMES if k in saved})
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            notes.append(f"ignored the sidecar {sidecar.name}: {_first_line(error)}")
+            notes.append(f"ignored the sidecar {sidecar.name}: {first_line(error)}")
     return options, notes
 
 
@@ -437,60 +485,3 @@ def _parse_option(name: str, text: str) -> Any:
     except ValueError:
         return text  # left as written: the check reports it as an invalid option
     return text
-
-
-def _read_npy(file: Path) -> _Contents:
-    import numpy as np
-
-    try:
-        array = np.load(file, mmap_mode="c", allow_pickle=False)
-    except ValueError as error:
-        if "allow_pickle" in str(error) or "Python objects" in str(error):
-            raise LoadError(
-                file,
-                "refused: it is an object array (a pickle), not numbers",
-                "save a numeric array with numpy.save",
-            ) from None
-        raise LoadError(
-            file, f"is truncated or corrupt ({_first_line(error)})", "save it again"
-        ) from None
-    return _Contents({"": _from_numpy(file, array)})
-
-
-def _read_npz(file: Path) -> _Contents:
-    import numpy as np
-
-    try:
-        with np.load(file, allow_pickle=False) as archive:
-            arrays = {name: archive[name] for name in archive.files}
-    except ValueError as error:
-        if "allow_pickle" in str(error):
-            raise LoadError(
-                file, "refused: it holds an object array (a pickle)", "save numeric arrays only"
-            ) from None
-        raise LoadError(
-            file, f"is truncated or corrupt ({_first_line(error)})", "save it again"
-        ) from None
-    except (OSError, EOFError, zipfile.BadZipFile) as error:
-        raise LoadError(
-            file, f"is truncated or corrupt ({_first_line(error)})", "save it again"
-        ) from None
-    if not arrays:
-        raise LoadError(file, "holds no arrays", "save the arrays with numpy.savez")
-    return _Contents({name: _from_numpy(file, a) for name, a in arrays.items()})
-
-
-def _from_numpy(file: Path, array: Any) -> torch.Tensor:
-    if not array.dtype.isnative:
-        array = array.astype(array.dtype.newbyteorder("="))  # torch reads native order only
-    try:
-        return torch.from_numpy(array)
-    except TypeError:
-        raise LoadError(
-            file, f"holds a numpy {array.dtype} array, which torch cannot read", "save numbers"
-        ) from None
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return (text.splitlines()[0] if text else type(error).__name__)[:200]

@@ -1,0 +1,81 @@
+"""What every reader of `cediag.load` shares: its error, and the limits on what a file may cost.
+
+A file can only make cediag allocate memory in proportion to its own size, and within fixed
+limits (docs/cli.md, "Limits on what a file can make cediag allocate"):
+
+- data that can be memory-mapped is mapped (never copied), and must lie inside the file;
+- data that must be copied (a legacy `.pt`, a big-endian `.npy`, a compressed `.npz` member) is
+  copied only up to `copy_limit()` bytes per file: `CEDIAG_MAX_COPY_MB` MiB (default 512);
+- headers are bounded: a safetensors header at `MAX_HEADER_BYTES`, a pickle at
+  `MAX_PICKLE_BYTES`, and a file holds at most `MAX_TENSORS` tensors.
+"""
+
+from __future__ import annotations
+
+import os
+
+MAX_HEADER_BYTES = 8 * 2**20  # a safetensors header; the format allows 100 MB
+MAX_PICKLE_BYTES = 16 * 2**20  # a .pt file's pickle; a dict of tensors pickles to a few KB
+MAX_TENSORS = 10_000  # tensors (or storages, or arrays) in one file
+DEFAULT_COPY_MB = 512
+COPY_ENV = "CEDIAG_MAX_COPY_MB"
+
+SAVE_HINT = "save it again with torch.save({'input': logits, 'target': target}, path)"
+SAFETENSORS_HINT = (
+    "save the tensors to check in a file of their own: "
+    "safetensors.torch.save_file({'input': logits, 'target': target}, path)"
+)
+
+
+class LoadError(Exception):
+    """A file could not be read as tensors. `str()` is one line: the file, the problem, the fix."""
+
+    def __init__(self, path: str | os.PathLike, problem: str, hint: str):
+        self.path = os.fspath(path)
+        self.problem = problem
+        self.hint = hint
+        super().__init__(f"{self.path}: {problem}; {hint}")
+
+    def __reduce__(self):  # survives pickling (a DataLoader worker, multiprocessing)
+        return type(self), (self.path, self.problem, self.hint)
+
+
+class IncompleteCall(LoadError):
+    """The file holds tensors, but not a whole call (no target): give the target separately."""
+
+
+def copy_limit(file: str | os.PathLike) -> int:
+    """Bytes of one file that may be copied into memory: `CEDIAG_MAX_COPY_MB` MiB (default 512)."""
+    text = os.environ.get(COPY_ENV, "").strip()
+    if not text:
+        return DEFAULT_COPY_MB * 2**20
+    if not text.isdigit() or int(text) == 0:
+        raise LoadError(
+            file,
+            f"{COPY_ENV}={text!r} is not a positive whole number of megabytes",
+            f"set {COPY_ENV} to a number such as 2048, or unset it (default {DEFAULT_COPY_MB})",
+        )
+    return int(text) * 2**20
+
+
+def too_big_to_copy(file: str | os.PathLike, nbytes: int, why: str, convert: str) -> LoadError:
+    """The error for data that cannot be mapped and is bigger than `copy_limit`."""
+    limit = copy_limit(file)
+    return LoadError(
+        file,
+        f"needs {_size(nbytes)} copied into memory ({why}), more than the "
+        f"{_size(limit)} cediag copies from one file",
+        f"{convert}, or raise the limit with {COPY_ENV}={max(1, -(-nbytes // 2**20))}",
+    )
+
+
+def _size(nbytes: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.1f} {unit}"
+    return f"{nbytes} bytes"
+
+
+def first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return (text.splitlines()[0] if text else type(error).__name__)[:200]
