@@ -628,17 +628,104 @@ def demo(
     run_demo(output_format.value, sys.stdout)
 
 
+class RunFormat(str, Enum):
+    text = "text"
+    json = "json"
+    github = "github"
+
+
+class OnError(str, Enum):
+    warn = "warn"
+    raise_ = "raise"
+    log = "log"
+
+
+class Sync(str, Enum):
+    eager = "eager"
+    deferred = "deferred"
+
+
 @app.command(
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    # Everything after the script's name is the script's, --help included.
+    context_settings={"allow_extra_args": True, "allow_interspersed_args": False},
 )
 def run(
     ctx: typer.Context,
     script: Annotated[str, typer.Argument(help="The training script to run under watch().")],
+    fail_on: Annotated[
+        Level, typer.Option(help="Least severity that makes the exit code 1.")
+    ] = Level.error,
+    exit_zero: Annotated[
+        bool,
+        typer.Option("--exit-zero", help="Exit with the script's own code, whatever is found."),
+    ] = False,
+    on_error: Annotated[
+        OnError,
+        typer.Option(help="warn and go on (default), raise before the loss runs, or log."),
+    ] = OnError.warn,
+    first: Annotated[
+        int, typer.Option(min=0, help="Full checks on the first N calls at each call site.")
+    ] = 10,
+    every: Annotated[
+        int,
+        typer.Option(min=0, help="Then a full check every N-th call (0: never; 1: every call)."),
+    ] = 100,
+    sync: Annotated[
+        Sync, typer.Option(help="eager: read each check at once; deferred: in batches (GPU).")
+    ] = Sync.eager,
+    dump_dir: Annotated[
+        str | None,
+        typer.Option(
+            metavar="DIR",
+            help="Save a reproducer of each failing call site here.",
+            show_default=False,
+        ),
+    ] = None,  # fmt: skip
+    select: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="RULES", help="Only these rules (codes, prefixes or slugs).", show_default=False
+        ),
+    ] = None,  # fmt: skip
+    ignore: Annotated[
+        list[str] | None,
+        typer.Option(metavar="RULES", help="Skip these rules.", show_default=False),
+    ] = None,
+    output_format: Annotated[
+        RunFormat,
+        typer.Option(
+            "--format",
+            help="The summary at the end: text or json (stderr), github "
+            "(workflow annotations on stdout).",
+        ),
+    ] = RunFormat.text,  # fmt: skip
 ) -> None:
-    """Run an unmodified script with every cross-entropy call checked (like python -m cProfile)."""
+    """Run an unmodified script with every cross-entropy call checked (like python -m cProfile).
+
+    cediag's options come before the script; everything after it goes to the script. Exit
+    code: the script's own when it fails, else 1 when a finding at --fail-on or worse was seen,
+    else 0.
+    """
     from .._runner import run_script
 
-    raise typer.Exit(run_script(script, list(ctx.args)))
+    options = {
+        "on_error": on_error.value,
+        "fail_on": fail_on.value,
+        "first": first,
+        "every": every,
+        "sync": sync.value,
+        "dump_dir": dump_dir,
+        "select": _patterns(select, "--select"),
+        "ignore": _patterns(ignore, "--ignore"),
+    }
+    code = run_script(
+        script,
+        list(ctx.args),
+        report_format=output_format.value,
+        fail_on_findings=not exit_zero,
+        **options,
+    )
+    raise typer.Exit(code)
 
 
 def main() -> None:
