@@ -65,3 +65,29 @@ def test_fail_on_warning(suite):
         "--cediag", "--cediag-fail-on=warning", "-p", "no:cacheprovider"
     )
     result.assert_outcomes(passed=2, failed=2)
+
+
+EXPECTING_TORCH = """
+import pytest
+import torch
+import torch.nn.functional as F
+
+
+def test_torch_rejects_a_column_target():
+    with pytest.raises(RuntimeError):
+        F.cross_entropy(torch.randn(8, 5), torch.randint(0, 5, (8, 1)))
+
+
+def test_torch_rejects_an_out_of_range_label():
+    with pytest.raises(IndexError):
+        F.cross_entropy(torch.randn(4, 5), torch.tensor([0, 1, 9, 2]))
+"""
+
+
+def test_a_test_expecting_torchs_exception_still_passes(pytester):
+    """The plugin fails a test for a finding only when the loss accepted the call: a call the
+    loss itself rejects raises torch's own exception, which the test may be expecting."""
+    pytester.makepyfile(test_expecting=EXPECTING_TORCH)
+    result = pytester.runpytest_subprocess("--cediag", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["*= cediag summary =*", "*target-extra-dim*"])
