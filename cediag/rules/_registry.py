@@ -59,7 +59,7 @@ RULES: dict[str, Rule] = {}  # code -> Rule, in registration order
 
 def rule(code: str, slug: str, severity: str, phase: Phase, summary: str):
     """Register a rule function under a stable code (CEfnn: f = family) and slug."""
-    if not re.fullmatch(r"CE[1-4]\d\d", code):
+    if not re.fullmatch(r"CE[1-5]\d\d", code):
         raise ValueError(f"bad rule code {code!r}")
 
     def register(function: Callable) -> Callable:
