@@ -561,6 +561,16 @@ class Guard:
                     _WITH_PENDING.discard(self)
 
     # ------------------------------------------------------------------ findings
+    def report_external(self, report: Report, frame: FrameType | None = None) -> None:
+        """Hand a report made outside a loss call (a check of the batch a model receives) to
+        this guard's policy: counted and de-duplicated at the user's line, then raised, warned
+        or logged like any finding. `frame`: where to attribute it (default: the caller's user
+        frame)."""
+        state = self._site_state(user_frame(frame if frame is not None else sys._getframe(1)))
+        failing = self.handle(report, None, state, state.calls + 1, self.options(), may_raise=True)
+        for failed in failing:
+            self.sink(failed)
+
     def handle(
         self,
         report: Report,
