@@ -151,6 +151,14 @@ def test_the_demo_on_a_terminal_says_work_has_begun_before_importing_torch():
     assert err.index("cediag: starting") < err.index("<importing torch>")
 
 
+@needs_pty
+def test_the_start_line_is_erased_before_an_error(softmaxed):
+    code, out, err = run_on_a_terminal("check", softmaxed, "--select", "CE999")
+    assert code == ExitCode.COULD_NOT_RUN and out == ""
+    # the error starts on a clean line, not after "starting (loading torch)..."
+    assert "\r\x1b[Kcediag: error: --select CE999: matches no rule" in err
+
+
 def test_no_start_line_off_a_terminal(softmaxed):
     result = run("check", softmaxed, "--exit-zero")
     assert "starting" not in result.stderr  # CI logs and pipes get the summary alone

@@ -62,6 +62,7 @@ class Loss(str, Enum):
 
 def fail(message: str) -> NoReturn:
     """Stop with exit code 2 and one plain line on stderr (never wrapped, never a traceback)."""
+    _Announcement.clear()
     sys.stderr.write(f"cediag: error: {' '.join(message.split())}\n")
     raise typer.Exit(ExitCode.COULD_NOT_RUN)
 
@@ -290,14 +291,24 @@ def check(
 class _Announcement:
     """A transient "starting" line on a terminal, shown while torch imports (seconds, cold)."""
 
+    current: _Announcement | None = None  # the line on screen, erased before any other output
+
     def __init__(self, shown: bool):
         self.shown = shown
+        if shown:
+            _Announcement.current = self
 
     def done(self) -> None:
         if self.shown:
             sys.stderr.write("\r\x1b[K")  # erase the line: the report takes its place
             sys.stderr.flush()
             self.shown = False
+            _Announcement.current = None
+
+    @classmethod
+    def clear(cls) -> None:
+        if cls.current is not None:
+            cls.current.done()
 
 
 def _announce_start(quiet: bool) -> _Announcement:
