@@ -11,12 +11,14 @@ import sys
 from .rules import FAMILIES, RULES, Rule
 
 SECTION_ORDER = ("What it does", "Why is this bad?", "Example", "Use instead")
+# Sections a rule may add: value rules state the false-alarm rate they are built for.
+OPTIONAL_SECTIONS = ("False alarms",)
 
 
 def rule_markdown(rule: Rule, heading: str = "##") -> str:
     sections = rule.sections
     lines = [f"{heading} {rule.code} `{rule.slug}` ({rule.severity.value})", "", sections[""], ""]
-    for title in SECTION_ORDER:
+    for title in SECTION_ORDER + OPTIONAL_SECTIONS:
         if title in sections:
             lines += [f"**{title}**", "", sections[title], ""]
     return "\n".join(lines).rstrip() + "\n"

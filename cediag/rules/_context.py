@@ -10,9 +10,35 @@ import torch
 
 from .._call import Call, dtype_name
 from .._contract import torch_rejection
-from .._graph import ActivationNode
+from .._graph import _RESHAPING, _SAME_LAYOUT, ActivationNode
 from .._report import Diagnostic, TensorEvidence
 from .._statistics import Statistics
+
+# Autograd nodes that compute raw scores: an affine map, a matmul, a convolution, an embedding
+# lookup, a normalisation layer. When the graph behind the input ends in one of these (past
+# copies, casts and reshapes), nothing was applied after it: no softmax, sigmoid or ReLU, so
+# the value heuristics of the CE30x rules stand down whatever the numbers look like.
+SCORE_PRODUCERS = frozenset(
+    {
+        "AddmmBackward0",
+        "MmBackward0",
+        "BmmBackward0",
+        "BaddbmmBackward0",
+        "AddmvBackward0",
+        "MvBackward0",
+        "LinearBackward0",
+        "ConvolutionBackward0",
+        "ConvolutionBackwardOverrideable",
+        "MkldnnConvolutionBackward0",
+        "CudnnConvolutionBackward0",
+        "EmbeddingBackward0",
+        "EmbeddingBagBackward0",
+        "NativeLayerNormBackward0",
+        "NativeBatchNormBackward0",
+        "TrilinearBackward0",
+    }
+)
+_MAX_GRAPH_STEPS = 32
 
 
 @dataclass
@@ -28,6 +54,27 @@ class Context:
     def rejection(self) -> str | None:
         """What torch would say about the call's metadata, or None if it accepts it."""
         return torch_rejection(self.call)
+
+    @cached_property
+    def graph_origin(self) -> str | None:
+        """The autograd node that made the input, past copies, casts and reshapes, or None
+        when the input has no graph (a leaf, or computed under no_grad / inference_mode)."""
+        node = getattr(self.call.input, "grad_fn", None)
+        for _ in range(_MAX_GRAPH_STEPS):
+            if node is None:
+                return None
+            name = type(node).__name__
+            if name not in _SAME_LAYOUT and name not in _RESHAPING:
+                return name
+            inputs = [n for n, _ in node.next_functions if n is not None]
+            node = inputs[0] if inputs else None
+        return None
+
+    @property
+    def graph_proves_raw_scores(self) -> bool:
+        """Whether the graph shows the input straight out of a layer that makes raw scores
+        (nn.Linear, a matmul, a convolution, ...): proof that no activation followed."""
+        return self.graph_origin in SCORE_PRODUCERS
 
     def has_error(self) -> bool:
         return any(d.severity.value == "error" for d in self.found)
