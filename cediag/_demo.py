@@ -226,8 +226,8 @@ def run_demo(output_format: str = "text", out: TextIO | None = None) -> list[Out
 
 def _render(outcomes: list[Outcome], out: TextIO) -> None:
     from rich.console import Console, Group
-    from rich.markup import escape
     from rich.panel import Panel
+    from rich.table import Table
     from rich.text import Text
 
     console = Console(file=out, highlight=False)
@@ -240,22 +240,24 @@ def _render(outcomes: list[Outcome], out: TextIO) -> None:
         torch_style = "red" if o.torch_raised else ("green" if o.report.ok else "bold magenta")
         if not o.torch_raised and o.report.at_least("warning"):
             silent += 1
+        # a label column and a text column: wrapped text keeps its indent under the text
+        verdicts = Table.grid(padding=(0, 1))
+        verdicts.add_column(no_wrap=True, justify="right")
+        verdicts.add_column()
+        verdicts.add_row(Text("torch", style="bold"), Text(o.torch_says, style=torch_style))
+        if not o.report.diagnostics:
+            verdicts.add_row(Text("cediag", style="bold"), Text("no findings", style="green"))
+        for d in o.report.diagnostics:
+            sev = d.severity.value
+            finding = Text.assemble((f"{d.code} {d.rule}", style[sev]), f" ({sev}): {d.message}")
+            verdicts.add_row(Text("cediag", style="bold"), finding)
+            verdicts.add_row(Text("fix:", style="green"), Text(d.fix))
         lines: list[Any] = [
             Text(o.case.code, style="bold"),
             Text(o.case.story, style="dim"),
             Text(""),
-            Text.from_markup(f"[bold]torch [/] [{torch_style}]{escape(o.torch_says)}[/]"),
+            verdicts,
         ]
-        if not o.report.diagnostics:
-            lines.append(Text.from_markup("[bold]cediag[/] [green]no findings[/]"))
-        for d in o.report.diagnostics:
-            sev = d.severity.value
-            lines.append(
-                Text.from_markup(
-                    f"[bold]cediag[/] [{style[sev]}]{d.code} {d.rule}[/] ({sev}): {escape(d.message)}"
-                )
-            )
-            lines.append(Text.from_markup(f"       [green]fix:[/] {escape(d.fix)}"))
         console.print(Panel(Group(*lines), title=f"{number}. {o.case.title}", title_align="left"))
     console.print(
         f"torch said nothing about {silent} of these {len(outcomes)} calls. "

@@ -81,3 +81,16 @@ def test_demo_runs_from_a_fresh_process():
     assert result.returncode == 0, result.stderr
     # off a terminal: the gallery on stdout, nothing on stderr (no progress line in a pipe)
     assert "cediag demo" in result.stdout and result.stderr == ""
+
+
+def test_demo_wraps_at_80_columns_keeping_the_indent():
+    out = CliRunner().invoke(app, ["demo"], env={"COLUMNS": "80"}).stdout
+    lines = out.splitlines()
+    assert all(len(line) <= 80 for line in lines)
+    fix = next(i for i, line in enumerate(lines) if "fix: remove the softmax" in line)
+    assert lines[fix].startswith("│   fix: ")
+    # the wrapped rest of the fix and of the message sit under their text, not under the label
+    assert lines[fix + 1].startswith("│        #") and "nn.Softmax" in lines[fix + 1]
+    finding = next(i for i, line in enumerate(lines) if "CE301 softmax-applied (error)" in line)
+    assert lines[finding].startswith("│ cediag CE301")
+    assert all(line.startswith("│        ") for line in lines[finding + 1 : fix])
