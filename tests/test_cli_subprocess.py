@@ -51,6 +51,18 @@ def test_sarif_and_junit_parse(softmaxed):
     assert suite.get("failures") == "1"
 
 
+def test_an_unreadable_file_does_not_empty_the_sarif_report(softmaxed, tmp_path):
+    trunc = tmp_path / "trunc.pt"
+    trunc.write_bytes(softmaxed.read_bytes()[:300])
+    result = run("check", softmaxed, trunc, "--format", "sarif", "--exit-zero")
+    assert result.returncode == ExitCode.COULD_NOT_RUN
+    run_ = json.loads(result.stdout)["runs"][0]
+    assert [r["ruleId"] for r in run_["results"]] == ["CE301"]
+    (note,) = run_["invocations"][0]["toolExecutionNotifications"]
+    assert "trunc.pt" in note["message"]["text"]
+    assert f"cediag: error: {trunc}: " in result.stderr
+
+
 def test_format_env_var(softmaxed):
     result = run("check", softmaxed, env={"CEDIAG_FORMAT": "github"})
     assert result.stdout.startswith("::error file=")
