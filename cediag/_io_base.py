@@ -72,7 +72,7 @@ def too_big_to_copy(file: str | os.PathLike, nbytes: int, why: str, convert: str
 def _size(nbytes: int) -> str:
     for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if nbytes >= scale:
-            return f"{nbytes / scale:.1f} {unit}"
+            return f"{nbytes / scale:.1f}".removesuffix(".0") + f" {unit}"
     return f"{nbytes} bytes"
 
 

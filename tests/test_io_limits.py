@@ -411,7 +411,7 @@ def test_copy_limit_applies_to_big_endian_npy(tmp_path, monkeypatch):
     np.save(path, values)
     assert np.array_equal(load_tensor(path).numpy(), values)
     monkeypatch.setenv(COPY_ENV, "1")
-    with pytest.raises(LoadError, match=f"2.0 MiB copied.*{COPY_ENV}=2"):
+    with pytest.raises(LoadError, match=f"needs 2 MiB copied.*{COPY_ENV}=2"):
         load_tensor(path)
 
 
