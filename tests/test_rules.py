@@ -426,3 +426,39 @@ def test_trailing_runs_of_a_real_class_are_not_padding():
         labels[row, length:] = 0
     report = cediag.check(randn(4, 6, 40), labels)
     assert report.by_rule("pad-token-target") is None, str(report)
+
+
+def test_a_stray_label_among_many_is_a_data_error_not_a_missing_class():
+    """One 19 among 100,000 labels for 16 classes: the rows, and drop or ignore them."""
+    target = randint(16, (100_000,))
+    target[54_321] = 19
+    found = cediag.check(randn(100_000, 16), target).by_rule("target-out-of-range")
+    assert found.severity is cediag.Severity.error
+    assert "make the model output" not in found.fix and "nn.Linear" not in found.fix
+    assert "stray label at row 54321" in found.fix
+    assert "target.masked_fill((target < 0) | (target >= 16), -100)" in found.fix
+
+
+def test_stray_labels_in_a_mask_name_their_positions_and_the_ignore_index():
+    mask = randint(5, (2, 50, 50))
+    mask[1, 3, 4], mask[0, 7, 7] = 9, -2
+    found = cediag.check(randn(2, 5, 50, 50), mask, ignore_index=255).by_rule("target-out-of-range")
+    assert "2 stray labels at positions [0, 7, 7], [1, 3, 4]" in found.fix
+    assert "(target >= 5), 255)" in found.fix
+
+
+@pytest.mark.parametrize(("out", "total"), [(2, 4), (1, 100), (30, 1000)])
+def test_many_labels_above_c_suggest_a_bigger_head(out, total):
+    """At least 1% of the counted labels >= C: the dataset has more classes than the head."""
+    target = randint(10, (total,))
+    target[:out] = 12
+    found = cediag.check(randn(total, 10), target).by_rule("target-out-of-range")
+    assert found.fix.startswith("make the model output 13 classes"), found.fix
+
+
+def test_ignored_targets_do_not_count_towards_many():
+    target = torch.full((1000,), -100)
+    target[:50] = randint(10, (50,))
+    target[0] = 12  # 1 of 50 counted labels: 2%
+    found = cediag.check(randn(1000, 10), target).by_rule("target-out-of-range")
+    assert found.fix.startswith("make the model output 13 classes"), found.fix

@@ -14,6 +14,10 @@ from ._locate import first_positions
 from ._registry import Finding, rule
 
 PAD_RUN_MIN = 4
+# Out-of-range labels suggest a bigger head only when they are at least this share of the
+# counted targets: a dataset with more classes than the head has many of them; a handful
+# among many (one 259 in 1.5 million labels for 256 classes) is a data error.
+MANY_OUT_OF_RANGE = 0.01
 
 
 def _index_stats(ctx: Context) -> IndexTargetStats | None:
@@ -41,6 +45,20 @@ def _out_of_range_evidence(ctx: Context, stats: IndexTargetStats) -> ValueEviden
         min=stats.valid_min,
         max=stats.valid_max,
         first_positions=first_positions(call.target, offending),
+    )
+
+
+def _stray_labels_fix(call: Call, count: int, positions: list[list[int]]) -> str:
+    """A data error: which samples, and how to drop or ignore them, with the call's numbers."""
+    n, ignore = call.presumed_n_classes or 0, _ignore(call)
+    shown = ", ".join(str(p[0]) if len(p) == 1 else str(p) for p in positions)
+    more = ", ..." if count > len(positions) else ""
+    place = "row" if call.target.dim() == 1 else "position"
+    at = f" at {place}{'s' if count > 1 else ''} {shown}{more}" if shown else ""
+    what, them = ("the stray label", "it") if count == 1 else (f"the {count} stray labels", "them")
+    return (
+        f"a data error, not a missing class: fix or drop {what}{at}, or mark {them} ignored: "
+        f"target = target.masked_fill((target < 0) | (target >= {n}), {ignore})"
     )
 
 
@@ -344,6 +362,10 @@ def target_out_of_range(ctx: Context) -> Finding | None:
     model.fc = nn.Linear(in_features, 13)   # enough outputs for the largest label
     # or remap the labels into 0..C-1
     ```
+    The fix fits how many labels are off. When at least 1% of the counted targets are >= C,
+    the dataset has more classes than the model: it suggests the bigger head first. Fewer (a
+    handful of stray labels among many) are a data error: the fix names the first rows and
+    suggests dropping them or marking them with `ignore_index`, never a bigger head.
 
     ## False alarms
     Rate on random legal calls: 0. Exact counts; torch rejects every call this rule fires on.
@@ -357,7 +379,10 @@ def target_out_of_range(ctx: Context) -> Finding | None:
     n = call.presumed_n_classes or 0
     evidence = _out_of_range_evidence(ctx, s)
     where = f", first at {evidence.first_positions[0]}" if evidence.first_positions else ""
-    if s.valid_max is not None and s.valid_max >= n and (s.valid_min or 0) >= 0:
+    counted = s.numel - s.ignored
+    if s.out_of_range < MANY_OUT_OF_RANGE * counted:
+        fix = _stray_labels_fix(call, s.out_of_range, evidence.first_positions)
+    elif s.valid_max is not None and s.valid_max >= n and (s.valid_min or 0) >= 0:
         fix = (
             f"make the model output {int(s.valid_max) + 1} classes (e.g. "
             f"nn.Linear(in_features, {int(s.valid_max) + 1})), or remap the labels into 0..{n - 1}"
