@@ -30,14 +30,21 @@ def _cpu_copy(t: torch.Tensor) -> torch.Tensor:
 
 
 def dump_options(call: Call) -> dict[str, Any]:
+    """The options as the loss received them. A value the check found invalid is written as it
+    was (a JSON scalar, else its repr), never replaced by a default: a re-check of the dump must
+    find what the guard found."""
     return {
-        "ignore_index": call.ignore_index if isinstance(call.ignore_index, int) else -100,
-        "reduction": str(call.reduction),
-        "label_smoothing": float(call.label_smoothing)
-        if isinstance(call.label_smoothing, (int, float))
-        else 0.0,
+        "ignore_index": _as_written(call.ignore_index),
+        "reduction": _as_written(call.reduction),
+        "label_smoothing": _as_written(call.label_smoothing),
         "loss": call.loss,
     }
+
+
+def _as_written(value: Any) -> Any:
+    if value is None or type(value) in (bool, int, float, str):
+        return value
+    return repr(value)
 
 
 def write_dump(directory: str | Path, stem: str, call: Call, report: Report, site: str) -> Path:

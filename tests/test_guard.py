@@ -331,6 +331,67 @@ def test_failing_check_writes_a_reproducer(tmp_path):
     assert cediag.summary().entries[0].dump == str(path)
 
 
+def test_dumps_are_capped_per_process_and_the_summary_says_so(tmp_path, monkeypatch):
+    monkeypatch.setattr(guard_module, "MAX_DUMPS", 3)
+    bad = labels()
+    bad[0] = 9
+    for line in range(5):  # five call sites (five wrapped losses, each its own line)
+        ce = cediag.wrap(nn.CrossEntropyLoss(), dump_dir=tmp_path, on_error="warn")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with contextlib.suppress(IndexError):
+                exec(f"{chr(10) * line}ce(x, t)", {"ce": ce, "x": logits(), "t": bad})
+    assert len(list(tmp_path.glob("*.safetensors"))) == 3
+    summary = cediag.summary()
+    assert any("3 were saved already in this process (the cap)" in n for n in summary.notes)
+    assert len(summary.entries) == 5  # every finding is still counted
+
+
+def test_dump_names_carry_the_rank(tmp_path, monkeypatch):
+    monkeypatch.setenv("RANK", "3")
+    ce = cediag.wrap(nn.CrossEntropyLoss(), dump_dir=tmp_path, on_error="warn")
+    bad = labels()
+    bad[0] = 9
+    with warnings.catch_warnings(), contextlib.suppress(IndexError):
+        warnings.simplefilter("ignore")
+        ce(logits(), bad)
+    (path,) = tmp_path.glob("*.safetensors")
+    assert path.stem.endswith("-rank3")
+
+
+def test_two_losses_on_one_line_are_two_sites(tmp_path):
+    """Each warns and dumps on its own: they are different calls that share a line."""
+    first = cediag.wrap(nn.CrossEntropyLoss(), on_error="warn", dump_dir=tmp_path)
+    second = cediag.wrap(nn.CrossEntropyLoss(), on_error="warn", dump_dir=tmp_path)
+    x = logits().softmax(1)
+    with pytest.warns(cediag.CediagWarning) as record:
+        first(x, labels()), second(x, labels())
+    assert [str(w.message).split()[0] for w in record] == ["CE301", "CE301"]
+    entries = cediag.summary().by_rule("CE301")
+    assert len(entries) == 2 and entries[0].site == entries[1].site
+    assert entries[0].column != entries[1].column
+    assert len(list(tmp_path.glob("*.safetensors"))) == 2  # one reproducer each
+    assert f"{entries[0].site}:{entries[0].column}" in str(cediag.summary())
+
+
+@pytest.mark.parametrize(
+    ("options", "written"),
+    [({"label_smoothing": "x"}, "x"), ({"ignore_index": 3.0}, 3.0)],
+)
+def test_invalid_options_are_dumped_as_given_so_a_recheck_agrees(tmp_path, options, written):
+    ce = cediag.wrap(F.cross_entropy, dump_dir=tmp_path, on_error="warn")
+    with warnings.catch_warnings(), contextlib.suppress(Exception):
+        warnings.simplefilter("ignore")
+        ce(logits(), labels(), **options)
+    (path,) = tmp_path.glob("*.safetensors")
+    sidecar = json.loads(path.with_suffix(".json").read_text())
+    name = next(iter(options))
+    assert sidecar["options"][name] == written
+    saved = cediag.load(str(path))
+    report = cediag.check(**saved.check_kwargs())
+    assert report.by_rule("invalid-option") is not None, str(report)
+
+
 # ---------------------------------------------------------------- transparency
 
 

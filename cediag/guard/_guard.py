@@ -108,9 +108,15 @@ _MAX_CODES = 100_000
 
 @dataclass(frozen=True)
 class Site:
-    name: str  # "train.py:42", the key of de-duplication
+    name: str  # "train.py:42"
     filename: str
     lineno: int
+    column: int = 0  # where the call starts on its line: two losses on one line are two sites
+
+    @property
+    def key(self) -> tuple[str, int]:
+        """What findings are de-duplicated by."""
+        return self.name, self.column
 
 
 _SKIP_CODES: dict[CodeType, bool] = {}  # code object -> lives in torch or cediag
@@ -145,7 +151,18 @@ def site_of(frame: FrameType | None) -> Site:
         except ValueError:  # another drive on Windows
             short = filename
         _SITE_NAMES[filename] = short
-    return Site(f"{short}:{frame.f_lineno}", filename, frame.f_lineno)
+    return Site(f"{short}:{frame.f_lineno}", filename, frame.f_lineno, _column(frame))
+
+
+def _column(frame: FrameType) -> int:
+    """The column of the instruction `frame` is at (Python 3.11+), else 0."""
+    positions = getattr(frame.f_code, "co_positions", None)
+    if positions is None:
+        return 0
+    for index, position in enumerate(positions()):
+        if index == frame.f_lasti // 2:
+            return position[2] or 0
+    return 0
 
 
 @dataclass
@@ -288,7 +305,7 @@ class Guard:
         self._lock = threading.Lock()
         self._resolved: tuple[GuardOptions | None, GuardOptions | None] = (None, None)
         self._sites: dict[tuple[CodeType, int] | None, _SiteState] = {}
-        self._sites_by_name: dict[str, _SiteState] = {}
+        self._sites_by_name: dict[tuple[str, int], _SiteState] = {}
         # Call signatures whose structure checks raised no error: structure rules read nothing
         # else, so a repeat needs no re-check (training loops repeat a handful of shapes).
         self._signatures: dict[tuple, _Signature] = {}
@@ -403,7 +420,7 @@ class Guard:
         if state is None:
             site = site_of(frame)
             with self._lock:
-                state = self._sites_by_name.setdefault(site.name, _SiteState(site))
+                state = self._sites_by_name.setdefault(site.key, _SiteState(site))
                 self._sites[key] = state
         return state
 
@@ -592,7 +609,7 @@ class Guard:
             return []
         report = report.model_copy(update={"source": site.name})
         failing = report.at_least(opts.fail_on)
-        new = {d.code for d in report.diagnostics if COLLECTOR.record(site.name, d, n)}
+        new = {d.code for d in report.diagnostics if COLLECTOR.record(site.key, d, n)}
         first_time = any(d.code in new for d in failing)
         if failing and first_time and call is not None and opts.dump_dir is not None:
             report = self._dump(report, call, site, n, opts, failing)
@@ -604,7 +621,18 @@ class Guard:
         return [report] if failing else []
 
     def _dump(self, report, call, site, n, opts, failing) -> Report:
-        stem = f"cediag-{os.path.basename(site.filename)}-{site.lineno}-{failing[0].code}-call{n}"
+        stem = f"cediag-{os.path.basename(site.filename)}-{site.lineno}"
+        stem += f"c{site.column}" if site.column else ""
+        stem += f"-{failing[0].code}-call{n}"
+        rank = _process_rank()
+        stem += f"-rank{rank}" if rank is not None else ""  # ranks failing at one site
+        if not COLLECTOR.take_dump_slot(MAX_DUMPS):
+            note = (
+                f"reproducer not saved: {MAX_DUMPS} were saved already in this process (the cap); "
+                "every finding is still in cediag.summary()"
+            )
+            COLLECTOR.note(note)
+            return report.model_copy(update={"notes": [*report.notes, note]})
         try:
             path = str(write_dump(opts.dump_dir, stem, call, report, site.name))
         except Exception as error:  # a failed dump must not hide the finding
@@ -612,7 +640,7 @@ class Guard:
             COLLECTOR.note(f"{site.name}: {note}")
             return report.model_copy(update={"notes": [*report.notes, note]})
         for d in failing:
-            COLLECTOR.set_dump(site.name, d.code, path)
+            COLLECTOR.set_dump(site.key, d.code, path)
         note = f"reproducer saved to {path}"
         return report.model_copy(update={"notes": [*report.notes, note]})
 
@@ -632,6 +660,22 @@ class Guard:
 
 
 _MAX_SIGNATURES = 1024
+# Reproducers one process saves at most: a loop failing at many lines must not fill the disk.
+MAX_DUMPS = 20
+
+
+def _process_rank() -> int | None:
+    """This process's rank in a distributed job, else None."""
+    distributed = getattr(torch, "distributed", None)
+    if distributed is not None and distributed.is_available() and distributed.is_initialized():
+        return distributed.get_rank()
+    for name in ("RANK", "LOCAL_RANK"):
+        value = os.environ.get(name, "")
+        if value.isdigit():
+            return int(value)
+    return None
+
+
 # With a user-set budget, calls let through before the clock is read again.
 _LET_THROUGH = 16
 _REASON_TEXT = {

@@ -7,6 +7,7 @@ raise its count. `cediag.summary()` returns the whole table as data (pydantic) t
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
@@ -19,7 +20,8 @@ class SummaryEntry(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    site: str
+    site: str  # "train.py:42"
+    column: int = 0  # where the call starts on the line (two losses on one line)
     code: str
     rule: str
     severity: Severity
@@ -68,9 +70,12 @@ class GuardSummary(BaseModel):
             lines = [f"{head}; no findings"]
         else:
             lines = [f"{head}; {len(self.entries)} finding(s):"]
+            lines_seen = Counter((e.site, e.code) for e in self.entries)
             for e in self.entries:
                 times = "1 call" if e.count == 1 else f"{e.count} calls"
-                lines.append(f"  {e.severity.value:<7} {e.code} {e.rule} at {e.site} ({times})")
+                # two losses on one line: the column tells them apart
+                where = e.site if lines_seen[e.site, e.code] == 1 else f"{e.site}:{e.column}"
+                lines.append(f"  {e.severity.value:<7} {e.code} {e.rule} at {where} ({times})")
                 lines.append(f"          {e.message}")
                 lines.append(f"          fix: {e.fix}")
                 if e.dump:
@@ -92,7 +97,8 @@ class Collector:
     """Process-wide table of findings (thread-safe)."""
 
     lock: threading.Lock = field(default_factory=threading.Lock)
-    records: dict[tuple[str, str], _Record] = field(default_factory=dict)
+    records: dict[tuple[tuple[str, int], str], _Record] = field(default_factory=dict)
+    dumps: int = 0  # reproducers saved
     calls: int = 0  # calls checked, let-through ones not included
     checked: int = 0
     values_checked: int = 0
@@ -112,7 +118,15 @@ class Collector:
         with self.lock:
             self.let_through += 1
 
-    def record(self, site: str, diagnostic: Diagnostic, n: int) -> bool:
+    def take_dump_slot(self, cap: int) -> bool:
+        """Count one reproducer about to be saved; False once `cap` were saved."""
+        with self.lock:
+            if self.dumps >= cap:
+                return False
+            self.dumps += 1
+            return True
+
+    def record(self, site: tuple[str, int], diagnostic: Diagnostic, n: int) -> bool:
         """Count one occurrence; True when it is the first at this site."""
         key = (site, diagnostic.code)
         with self.lock:
@@ -123,7 +137,7 @@ class Collector:
             rec.count += 1
             return False
 
-    def set_dump(self, site: str, code: str, path: str) -> None:
+    def set_dump(self, site: tuple[str, int], code: str, path: str) -> None:
         with self.lock:
             rec = self.records.get((site, code))
             if rec is not None and rec.dump is None:
@@ -138,7 +152,8 @@ class Collector:
             items = list(self.records.items())
             entries = [
                 SummaryEntry(
-                    site=site,
+                    site=site[0],
+                    column=site[1],
                     code=code,
                     rule=rec.diagnostic.rule,
                     severity=rec.diagnostic.severity,
@@ -150,7 +165,7 @@ class Collector:
                 )
                 for (site, code), rec in items
             ]
-            entries.sort(key=lambda e: (-e.severity.rank, e.site, e.code))
+            entries.sort(key=lambda e: (-e.severity.rank, e.site, e.column, e.code))
             return GuardSummary(
                 calls=self.calls + self.let_through,
                 checked=self.checked,
@@ -165,6 +180,7 @@ class Collector:
             self.records.clear()
             self.notes.clear()
             self.calls = self.checked = self.values_checked = self.let_through = 0
+            self.dumps = 0
 
 
 COLLECTOR = Collector()
