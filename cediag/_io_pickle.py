@@ -6,7 +6,8 @@ arguments taken from the file: `bytearray(6_000_000_000)`, `torch.UntypedStorage
 the pickle's opcodes (building no objects) and allows only what `torch.save` writes for tensors
 and plain values:
 
-- calls (REDUCE) of the tensor rebuild functions and `collections.OrderedDict` only;
+- calls (REDUCE) of the tensor rebuild functions and `collections.OrderedDict` only, with the
+  arguments torch.save gives them (sizes as tuples of integers, never a tensor to iterate);
 - storage types, dtypes, `torch.Tensor` and `torch.nn.Parameter` named as values, never called;
 - the opcodes torch's own weights-only unpickler reads, nothing else.
 
@@ -176,13 +177,7 @@ def scan_pickle(file: BinaryIO, limit: int = MAX_PICKLE_BYTES) -> Scan:
                 f"refused to unpickle: it calls {shown}, which a file of tensors never calls "
                 "(a few bytes of it can allocate gigabytes)"
             )
-        if name == "torch._tensor._rebuild_from_type_v2":
-            first = args[0] if isinstance(args, tuple) and args else None
-            if not (isinstance(first, _Global) and first.name in TENSOR_REBUILDS):
-                raise Refused(
-                    "refused to unpickle: it rebuilds a tensor subclass through "
-                    f"{getattr(first, 'name', 'an unknown function')}"
-                )
+        _check_arguments(name, args)
         stack[-1] = _OTHER
 
     def short(value: bytes) -> Any:
@@ -234,8 +229,13 @@ def scan_pickle(file: BinaryIO, limit: int = MAX_PICKLE_BYTES) -> Scan:
                 push_global()
             elif op == ord("R"):  # REDUCE
                 reduce()
-            elif op in (ord("b"), ord("a")):  # BUILD (state onto the object below), APPEND
+            elif op == ord("a"):  # APPEND
                 stack.pop()
+            elif op == ord("b"):  # BUILD: torch.save never writes it for tensors and values
+                raise Refused(
+                    "refused to unpickle: it sets the state of an object (BUILD), which a file "
+                    "of tensors never does"
+                )
             elif op in (ord("e"), ord("u")):  # APPENDS, SETITEMS
                 pop_mark()
             elif op == ord("s"):  # SETITEM
@@ -271,6 +271,43 @@ def scan_pickle(file: BinaryIO, limit: int = MAX_PICKLE_BYTES) -> Scan:
                 )
     except (IndexError, KeyError):
         raise Refused("is not a well-formed pickle", corrupt=True) from None
+
+
+def _ints(value: Any) -> bool:
+    return isinstance(value, tuple) and all(type(v) is int for v in value)
+
+
+def _check_arguments(name: str, args: Any) -> None:
+    """The arguments of an allowed call are what torch.save writes: sizes and strides as tuples
+    of integers (never a tensor, which torch would iterate element by element), an empty
+    OrderedDict, and a subclass rebuilt only through a tensor rebuild function."""
+    if not isinstance(args, tuple):
+        ok = False
+    elif name == "collections.OrderedDict":
+        ok = args == ()
+    elif name == "torch.Size":
+        ok = len(args) == 1 and _ints(args[0])
+    elif name == "torch.device":
+        ok = len(args) <= 2 and all(isinstance(a, (str, int)) for a in args)
+    elif name == "torch._tensor._rebuild_from_type_v2":
+        func = args[0] if args else None
+        if not (len(args) == 4 and isinstance(func, _Global) and func.name in TENSOR_REBUILDS):
+            raise Refused(
+                "refused to unpickle: it rebuilds a tensor subclass through "
+                f"{getattr(func, 'name', 'an unknown function')}"
+            )
+        _check_arguments(func.name, args[2])
+        return
+    elif name == "torch._utils._rebuild_meta_tensor_no_storage":
+        ok = len(args) == 4 and _ints(args[1]) and _ints(args[2])
+    elif name in ("torch._utils._rebuild_parameter", "torch._utils._rebuild_parameter_with_state"):
+        ok = len(args) >= 3
+    else:  # _rebuild_tensor, _v2, _v3: (storage, offset, size, stride, ...)
+        ok = len(args) >= 4 and type(args[1]) is int and _ints(args[2]) and _ints(args[3])
+    if not ok:
+        raise Refused(
+            f"refused to unpickle: it calls {name} with arguments torch.save never writes"
+        )
 
 
 @dataclass(frozen=True)

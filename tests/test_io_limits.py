@@ -44,8 +44,14 @@ class Calls:
     def __init__(self, func, *args):
         self.func, self.args = func, args
 
+    state = None
+
+    def with_state(self, state):
+        self.state = state
+        return self
+
     def __reduce__(self):
-        return (self.func, self.args)
+        return (self.func, self.args, self.state)
 
 
 def write_pt_calling(path, func, *args):
@@ -262,6 +268,22 @@ def test_tensor_subclass_rebuild_cannot_call_a_class(tmp_path):
     rebuild = torch._tensor._rebuild_from_type_v2
     write_pt_calling(path, rebuild, torch.Tensor, torch.Tensor, (10**12,), {})
     with pytest.raises(LoadError, match="rebuilds a tensor subclass through torch.Tensor"):
+        load(path)
+
+
+def test_allowed_calls_with_arguments_torch_save_never_writes_are_refused(tmp_path):
+    # OrderedDict(t) iterates t row by row: a zero-stride tensor of a few bytes has any rows
+    path = tmp_path / "evil.pt"
+    rows = torch.zeros(1, 2).expand(100_000, 2)
+    write_pt_calling(path, OrderedDict, rows)
+    with pytest.raises(LoadError, match="calls collections.OrderedDict with arguments"):
+        load(path)
+
+
+def test_object_state_is_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({**call_tensors(), "x": Calls(OrderedDict).with_state({"a": 1})}, path)
+    with pytest.raises(LoadError, match="sets the state of an object"):
         load(path)
 
 
