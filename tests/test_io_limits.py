@@ -287,6 +287,13 @@ def test_object_state_is_refused(tmp_path):
         load(path)
 
 
+def test_oversized_pickle_is_refused_before_unpickling(tmp_path):
+    path = tmp_path / "big.pt"
+    torch.save({**call_tensors(), "notes": "x" * (5 * 2**20)}, path)
+    with pytest.raises(LoadError, match="its pickle is larger than 4 MiB"):
+        load(path)
+
+
 def test_what_torch_save_writes_for_tensors_still_loads(tmp_path):
     path = tmp_path / "ok.pt"
     tagged = torch.randn(4, 3)
