@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 import cediag
-from cediag.rules import RULES
+from cediag.rules import RULES, select_rules, validate_patterns
 
 g = torch.Generator().manual_seed(0)
 
@@ -462,3 +462,32 @@ def test_ignored_targets_do_not_count_towards_many():
     target[0] = 12  # 1 of 50 counted labels: 2%
     found = cediag.check(randn(1000, 10), target).by_rule("target-out-of-range")
     assert found.fix.startswith("make the model output 13 classes"), found.fix
+
+
+@pytest.mark.parametrize(
+    ("patterns", "named", "suggested"),
+    [
+        (["CE999"], "CE999: matches no rule", "did you mean CE309 or CE209?"),
+        (["CE3", "softmax-aplied"], "softmax-aplied: matches no rule", "softmax-applied"),
+        (["ce30l"], "ce30l: matches no rule", "CE30"),
+    ],
+)
+def test_a_rule_pattern_typo_raises_naming_it_and_the_closest_rules(patterns, named, suggested):
+    with pytest.raises(ValueError) as raised:
+        validate_patterns(patterns)
+    assert str(raised.value).startswith(named) and suggested in str(raised.value)
+
+
+def test_every_bad_pattern_is_named_and_good_ones_pass():
+    validate_patterns(["CE3", "ce301", "softmax-applied", "CE"])
+    validate_patterns(None)
+    with pytest.raises(ValueError, match=r"^nothing: matches no rule; '': an empty pattern"):
+        validate_patterns(["CE1", "nothing", ""])
+    with pytest.raises(TypeError, match="to be a string"):
+        validate_patterns(["CE1", 301])
+
+
+def test_a_bare_string_is_one_pattern_not_its_letters():
+    validate_patterns("CE301")
+    assert [r.code for r in select_rules("CE301")] == ["CE301"]
+    assert [r.code for r in select_rules(None, "CE301")] == [c for c in RULES if c != "CE301"]

@@ -7,9 +7,10 @@ docs/rules.md are generated from it, so the docs cannot drift from the code.
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -79,15 +80,61 @@ def find_rule(code_or_slug: str) -> Rule | None:
     return next((r for r in RULES.values() if r.slug == key.lower()), None)
 
 
-def select_rules(select: list[str] | None = None, ignore: list[str] | None = None) -> list[Rule]:
-    """Rules matching `select` (codes, code prefixes like `CE1`, or slugs) minus `ignore`."""
+def _matches(r: Rule, pattern: str) -> bool:
+    pattern = pattern.strip()
+    return r.code.startswith(pattern.upper()) or r.slug == pattern.lower()
 
-    def matches(r: Rule, pattern: str) -> bool:
-        pattern = pattern.strip()
-        return r.code.startswith(pattern.upper()) or r.slug == pattern.lower()
 
-    chosen = [r for r in RULES.values() if not select or any(matches(r, p) for p in select)]
-    return [r for r in chosen if not ignore or not any(matches(r, p) for p in ignore)]
+def select_rules(
+    select: Iterable[str] | None = None, ignore: Iterable[str] | None = None
+) -> list[Rule]:
+    """Rules matching `select` (codes, code prefixes like `CE1`, or slugs) minus `ignore`.
+
+    A pattern that matches no rule selects nothing here; `validate_patterns` says so.
+    """
+    select, ignore = _as_list(select), _as_list(ignore)
+    chosen = [r for r in RULES.values() if not select or any(_matches(r, p) for p in select)]
+    return [r for r in chosen if not ignore or not any(_matches(r, p) for p in ignore)]
+
+
+def validate_patterns(patterns: Iterable[str] | None, option: str = "select") -> None:
+    """Check rule patterns (codes, code prefixes like `CE3`, slugs) before anything runs.
+
+    A bare string is one pattern. Raises TypeError for a pattern that is not a string, and
+    ValueError naming each pattern that matches no rule, with the closest codes or slugs. The
+    ValueError's message starts with the pattern (`CE999: matches no rule (did you mean
+    ...?)`), so a caller can prefix the option it came from (`--select CE999: ...`).
+    """
+    problems = []
+    for pattern in _as_list(patterns) or []:
+        if not isinstance(pattern, str):
+            raise TypeError(
+                f"Expected every `{option}` pattern to be a string (a code like 'CE301', a "
+                f"prefix like 'CE3', or a slug), but got {type(pattern).__name__} {pattern!r}"
+            )
+        if not pattern.strip():
+            problems.append(f"{pattern!r}: an empty pattern matches no rule")
+        elif not any(_matches(r, pattern) for r in RULES.values()):
+            problems.append(f"{pattern.strip()}: matches no rule{_closest(pattern.strip())}")
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
+def _as_list(patterns: Iterable[str] | str | None) -> list[str] | None:
+    """`select="CE3"` means one pattern, not the patterns "C", "E" and "3"."""
+    if patterns is None:
+        return None
+    return [patterns] if isinstance(patterns, str) else list(patterns)
+
+
+def _closest(pattern: str) -> str:
+    """' (did you mean CE301 or CE302?)' from the codes or the slugs, whichever it resembles."""
+    if pattern[:2].upper() == "CE":
+        word, choices = pattern.upper(), list(RULES)
+    else:
+        word, choices = pattern.lower(), [r.slug for r in RULES.values()]
+    close = difflib.get_close_matches(word, choices, n=2)
+    return f" (did you mean {' or '.join(close)}?)" if close else ""
 
 
 _SECTION = re.compile(r"^## (.+)$", re.MULTILINE)
