@@ -10,13 +10,16 @@ import io
 import json
 import os
 import pickle
+import shutil
 import struct
 import subprocess
 import sys
+import tempfile
 import warnings
 import zlib
 from collections import OrderedDict
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -527,21 +530,32 @@ def unreadable(path):
         os.seteuid(0)
 
 
+@pytest.fixture
+def open_folder():
+    """A folder anyone may look into (pytest's own are closed to other users), removed after."""
+    folder = tempfile.mkdtemp(prefix="cediag-")
+    os.chmod(folder, 0o755)
+    yield Path(folder)
+    shutil.rmtree(folder)
+
+
 @pytest.mark.skipif(not hasattr(os, "geteuid"), reason="POSIX permissions")
 @pytest.mark.parametrize("suffix", [".pt", ".safetensors", ".npy"])
-def test_unreadable_file_says_permission_denied(tmp_path, suffix):
-    folder = tmp_path / "shared"
-    folder.mkdir()
-    for part in (tmp_path, folder):  # stat works for anyone; only the file is closed
-        os.chmod(part, 0o755)
-    path = folder / f"data{suffix}"
+@pytest.mark.parametrize("closed", ["file", "folder"])
+def test_unreadable_file_says_permission_denied(open_folder, suffix, closed):
+    path = open_folder / f"data{suffix}"
     if suffix == ".npy":
         np.save(path, np.zeros(3, "f4"))
+    elif suffix == ".pt":
+        torch.save(call_tensors(), path)
     else:
-        (torch.save if suffix == ".pt" else lambda t, p: save_file(t, str(p)))(call_tensors(), path)
-    with unreadable(path), pytest.raises(LoadError, match="permission denied") as info:
+        save_file(call_tensors(), str(path))
+    # a closed file fails when opened; a closed folder already when the file is looked up
+    denied = pytest.raises(LoadError, match="cannot be read \\(permission denied\\)")
+    with unreadable(path if closed == "file" else open_folder), denied as info:
         load_tensor(path)
-    assert "corrupt" not in str(info.value)
+    os.chmod(open_folder, 0o755)
+    assert "corrupt" not in str(info.value) and str(path) in str(info.value)
 
 
 def test_permission_error_while_reading_is_not_called_corrupt(tmp_path, monkeypatch):
