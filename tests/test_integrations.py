@@ -378,3 +378,80 @@ def test_cediag_imports_none_of_the_libraries():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# ---------------------------------------------------------------- differential: library vs watch
+
+
+def _labels(gen, shape, classes, ignore):
+    """Labels in range, with some ignored, and now and then one out of range."""
+    t = torch.randint(0, classes, shape, generator=gen)
+    roll = torch.rand(3, generator=gen).tolist()
+    if roll[0] < 0.4 and ignore is not None:
+        t[torch.rand(shape, generator=gen) < roll[1]] = ignore
+    if roll[2] < 0.3 and t.numel():
+        t.view(-1)[int(roll[1] * t.numel()) % t.numel()] = classes + int(roll[0] * 3)
+    return t
+
+
+def _agree(library_call):
+    """The library's verdict and the watch()ed verdict agree: it raises or returns a non-finite
+    loss => cediag raised before it ran; it returns a finite loss => no error, same value."""
+    try:
+        expected = library_call()
+        healthy = bool(torch.isfinite(expected).all())
+    except (RuntimeError, IndexError):
+        healthy = False
+    with cediag.watch():
+        if healthy:
+            assert torch.equal(library_call(), expected)
+        else:
+            with pytest.raises(cediag.CrossEntropyInputError):
+                library_call()
+    return healthy
+
+
+def test_differential_timm_label_smoothing(timm_ce):
+    gen = torch.Generator().manual_seed(0)
+    verdicts = []
+    for _ in range(40):
+        n, c = torch.randint(1, 12, (2,), generator=gen).tolist()
+        c += 1
+        smoothing = float(torch.rand(1, generator=gen)) * 0.5
+        loss = timm_ce.LabelSmoothingCrossEntropy(smoothing)
+        x, t = torch.randn(n, c, generator=gen), _labels(gen, (n,), c, -100)
+        verdicts.append(_agree(lambda loss=loss, x=x, t=t: loss(x, t)))
+    assert 5 < sum(verdicts) < 35  # both kinds of call were made
+
+
+def test_differential_label_smoother(smoother):
+    gen = torch.Generator().manual_seed(1)
+    verdicts = []
+    for _ in range(40):
+        b, length, v = torch.randint(1, 6, (3,), generator=gen).tolist()
+        v += 1
+        epsilon = float(torch.rand(1, generator=gen)) * 0.3
+        ls = smoother.LabelSmoother(epsilon=epsilon)
+        logits = torch.randn(b, length + 1, v, generator=gen)
+        labels = _labels(gen, (b, length + 1), v, -100)
+        shift = bool(torch.rand(1, generator=gen) < 0.5)
+        verdicts.append(
+            _agree(lambda ls=ls, x=logits, t=labels, s=shift: ls({"logits": x}, t, shift_labels=s))
+        )
+    assert 5 < sum(verdicts) < 35  # both kinds of call were made
+
+
+def test_differential_smp_soft_cross_entropy(smp_ce):
+    gen = torch.Generator().manual_seed(2)
+    verdicts = []
+    for _ in range(40):
+        n, c, h = torch.randint(1, 5, (3,), generator=gen).tolist()
+        c += 1
+        ignore = [-100, 255, None][int(torch.randint(0, 3, (1,), generator=gen))]
+        reduction = ["mean", "sum", "none"][int(torch.randint(0, 3, (1,), generator=gen))]
+        smooth = float(torch.rand(1, generator=gen)) * 0.3
+        loss = smp_ce.SoftCrossEntropyLoss(reduction, smooth, ignore_index=ignore)
+        x = torch.randn(n, c, h, h, generator=gen)
+        t = _labels(gen, (n, h, h), c, ignore)
+        verdicts.append(_agree(lambda loss=loss, x=x, t=t: loss(x, t)))
+    assert 5 < sum(verdicts) < 35  # both kinds of call were made
