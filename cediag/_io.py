@@ -34,7 +34,7 @@ from typing import Any, BinaryIO
 
 import torch
 
-from ._io_base import SAVE_HINT, copy_limit, first_line, too_big_to_copy
+from ._io_base import MAX_SIDECAR_BYTES, SAVE_HINT, copy_limit, first_line, too_big_to_copy
 from ._io_base import IncompleteCall as IncompleteCall
 from ._io_base import LoadError as LoadError
 from ._io_numpy import read_npy, read_npz
@@ -468,10 +468,16 @@ def _dump_options(file: Path, metadata: dict[str, str]) -> tuple[dict[str, Any],
     sidecar = file.with_suffix(".json")
     if sidecar.is_file():
         try:
-            data = json.loads(sidecar.read_text())
+            with open(sidecar, "rb") as f:
+                text = f.read(MAX_SIDECAR_BYTES + 1)
+            if len(text) > MAX_SIDECAR_BYTES:
+                raise ValueError(f"larger than {MAX_SIDECAR_BYTES // 2**20} MiB")
+            data = json.loads(text.decode("utf-8"))
             saved = data.get("options", {}) if isinstance(data, dict) else {}
+            if not isinstance(saved, dict):
+                raise ValueError("its options are not an object")
             options.update({k: saved[k] for k in OPTION_NAMES if k in saved})
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        except (OSError, ValueError, RecursionError) as error:  # JSON and UTF-8 errors too
             notes.append(f"ignored the sidecar {sidecar.name}: {first_line(error)}")
     return options, notes
 

@@ -17,6 +17,7 @@ import os
 MAX_HEADER_BYTES = 8 * 2**20  # a safetensors header; the format allows 100 MB
 MAX_PICKLE_BYTES = 4 * 2**20  # a .pt file's pickle; a dict of tensors pickles to a few KB
 MAX_TENSORS = 10_000  # tensors (or storages, or arrays) in one file
+MAX_SIDECAR_BYTES = 4 * 2**20  # a guard dump's JSON sidecar (options and report: a few KB)
 DEFAULT_COPY_MB = 512
 COPY_ENV = "CEDIAG_MAX_COPY_MB"
 

@@ -578,6 +578,24 @@ def test_pipe_is_not_a_regular_file(tmp_path):
         load(path)  # and does not block waiting for a writer
 
 
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (b" " * (5 * 2**20) + b"{}", "larger than 4 MiB"),
+        (b"[" * 100_000 + b"]" * 100_000, "ignored the sidecar"),
+        (b'{"options": [1, 2]}', "its options are not an object"),
+        (b'{"options": {"reduction": "sum"}}\xff', "ignored the sidecar"),
+    ],
+)
+def test_odd_sidecars_are_notes_not_failures(tmp_path, content, says):
+    path = tmp_path / "dump.safetensors"
+    save_file(call_tensors(), str(path), metadata={"cediag_dump": "1", "reduction": "mean"})
+    path.with_suffix(".json").write_bytes(content)
+    saved = load(path)
+    assert saved.options == {"reduction": "mean"}
+    assert any(says in note for note in saved.notes), saved.notes
+
+
 def test_load_error_survives_pickling():
     error = LoadError("x.pt", "is empty", "save it again")
     copy = pickle.loads(pickle.dumps(error))
