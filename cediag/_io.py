@@ -395,17 +395,15 @@ def _inspect_torch(file: Path, f: BinaryIO, size: int) -> bool:
     finally:
         f.seek(0)
     if found.copied_bytes > copy_limit(file):
-        why = (
-            "a big-endian torch.save file is byte-swapped in memory"
-            if found.zipped
-            else "a legacy (pre-1.6 format) torch.save file cannot be mapped"
-        )
-        raise too_big_to_copy(
-            file,
-            found.copied_bytes,
-            why,
-            "save it again with a current torch.save (the zip format) or as .safetensors",
-        )
+        if found.zipped:
+            why = "it was saved big-endian, and torch byte-swaps it in memory"
+            convert = (
+                "load it once and save it again on a little-endian machine, or as .safetensors"
+            )
+        else:
+            why = "a legacy (pre-1.6 format) torch.save file cannot be mapped"
+            convert = "save it again with a current torch.save (the zip format) or as .safetensors"
+        raise too_big_to_copy(file, found.copied_bytes, why, convert)
     return found.zipped
 
 

@@ -466,6 +466,23 @@ def test_stored_npz_members_are_mapped_not_copied(tmp_path, monkeypatch):
     assert np.array_equal(load_tensor(f"{path}:f").numpy(), x)
 
 
+def test_copy_limit_applies_to_a_big_endian_pt(tmp_path, monkeypatch):
+    import zipfile
+
+    little, big = tmp_path / "little.pt", tmp_path / "big.pt"
+    torch.save(
+        {"input": torch.zeros(2**18, 4), "target": torch.zeros(2**18, dtype=torch.long)}, little
+    )
+    with zipfile.ZipFile(little) as src, zipfile.ZipFile(big, "w") as dst:
+        for info in src.infolist():  # as saved on a big-endian machine: torch swaps every byte
+            big_endian = info.filename.endswith("/byteorder")
+            dst.writestr(info.filename, b"big" if big_endian else src.read(info))
+    assert load(big).input.shape == (2**18, 4)
+    monkeypatch.setenv(COPY_ENV, "2")
+    with pytest.raises(LoadError, match="saved big-endian, and torch byte-swaps it in memory"):
+        load(big)
+
+
 def test_bad_copy_limit_setting_is_a_load_error(tmp_path, monkeypatch):
     path = tmp_path / "be.npy"
     np.save(path, np.zeros(3, ">f4"))
