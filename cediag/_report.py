@@ -7,6 +7,8 @@ Everything here is plain data. Rules produce `Diagnostic`s; the engine sorts the
 from __future__ import annotations
 
 import enum
+import html
+import sys
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
@@ -192,13 +194,86 @@ class Report(_Frozen):
 
         return render_text(self)
 
+    def _repr_html_(self) -> str:
+        """A notebook's view: the verdict, then one table row per finding. Every string is
+        escaped (messages quote shapes like `(N, C)` and code like `x < 0`)."""
+        from ._render import headline
+
+        e = html.escape
+        parts = [f"<div><p><strong>{e(headline(self))}</strong></p>"]
+        if self.source:
+            parts.append(f"<p>source: <code>{e(self.source)}</code></p>")
+        if self.diagnostics:
+            parts.append(
+                "<table><thead><tr><th>severity</th><th>code</th><th>rule</th><th>message</th>"
+                "<th>fix</th></tr></thead><tbody>"
+            )
+            for d in self.diagnostics:
+                colour = _SEVERITY_COLOURS[d.severity]
+                parts.append(
+                    f'<tr><td style="color: {colour}; font-weight: bold">{e(d.severity.value)}'
+                    f"</td><td>{e(d.code)}</td><td><code>{e(d.rule)}</code></td>"
+                    f'<td style="text-align: left">{e(d.message)}</td>'
+                    f'<td style="text-align: left"><code>{e(d.fix)}</code></td></tr>'
+                )
+            parts.append("</tbody></table>")
+        parts.extend(f"<p>note: {e(note)}</p>" for note in self.notes)
+        parts.append("</div>")
+        return "".join(parts)
+
+
+_SEVERITY_COLOURS = {
+    Severity.error: "#c62828",
+    Severity.warning: "#b26a00",
+    Severity.info: "#1565c0",
+}
+
+# In a DataLoader worker, the error's message carries its report on a line of its own: torch
+# passes a worker's exception to the main process as its formatted traceback and rebuilds it
+# with `type(message)`, so only text crosses over.
+_REPORT_LINE = "cediag report as JSON, for the process that re-raises this error: "
+
 
 class CrossEntropyInputError(ValueError):
     """The (input, target) pair is wrong; `.report` holds every finding.
 
-    A ValueError, so existing `except ValueError` around a loss still works.
+    A ValueError, so existing `except ValueError` around a loss still works. It survives
+    pickling with its Report, and a DataLoader worker's error arrives in the main process with
+    its Report too. Built from a message alone, `.report` is None.
     """
 
-    def __init__(self, report: Report):
-        self.report = report
-        super().__init__(str(report))
+    report: Report | None
+
+    def __init__(self, report: Report | str):
+        if isinstance(report, Report):
+            self.report = report
+            message = str(report)
+            if _in_dataloader_worker():
+                message += f"\n{_REPORT_LINE}{report.model_dump_json()}"
+        else:
+            message, self.report = _split_report(str(report))
+        super().__init__(message)
+
+    def __reduce__(self):
+        state = {key: value for key, value in self.__dict__.items() if key != "report"}
+        state["args"] = self.args
+        return type(self), (self.report if self.report is not None else str(self),), state
+
+
+def _in_dataloader_worker() -> bool:
+    data = sys.modules.get("torch.utils.data")  # loaded already wherever a worker runs
+    get_worker_info = getattr(data, "get_worker_info", None)
+    return get_worker_info is not None and get_worker_info() is not None
+
+
+def _split_report(message: str) -> tuple[str, Report | None]:
+    """The message without the report line a DataLoader worker added, and that report."""
+    lines = message.split("\n")
+    for index in range(len(lines) - 1, -1, -1):
+        if lines[index].startswith(_REPORT_LINE):
+            try:
+                report = Report.model_validate_json(lines[index][len(_REPORT_LINE) :])
+            except ValueError:
+                return message, None
+            return "\n".join(lines[:index] + lines[index + 1 :]), report
+    return message, None
