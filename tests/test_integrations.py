@@ -455,3 +455,15 @@ def test_differential_smp_soft_cross_entropy(smp_ce):
         t = _labels(gen, (n, h, h), c, ignore)
         verdicts.append(_agree(lambda loss=loss, x=x, t=t: loss(x, t)))
     assert 5 < sum(verdicts) < 35  # both kinds of call were made
+
+
+def test_docs_list_every_patched_implementation():
+    from pathlib import Path
+
+    from cediag.guard._integrations import TARGETS
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "integrations.md").read_text()
+    for target in TARGETS:
+        *owner, name = target.attribute.split(".")
+        assert f"`{target.module}" in text, target
+        assert (f"`{'.'.join(owner)}.{name}`" if owner else f"`{name}`") in text, target
