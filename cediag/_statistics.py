@@ -4,7 +4,9 @@ brought to the host in a single transfer.
 The logits are read once (`torch.aminmax`: range, NaN and Inf in one pass). Everything else is
 computed on a few sampled rows (at most `SAMPLE_ROWS`), or on the targets, which are small
 (class indices) or needed in full anyway (probabilities). No full-size temporary of the logits is
-made. The results are packed into one float64 tensor, so a check costs one host sync
+made: a transposed or channels-last tensor is read in its memory order, an expanded
+(zero-stride) one through the storage it repeats (`storage_view`), and the pass runs with
+autocast off, so that a caller's `torch.autocast` region cannot change or refuse its ops. The results are packed into one float64 tensor, so a check costs one host sync
 (`sync="eager"`) or none on the training path (`compute()` now, `read()` later).
 
 Rules that need more (counting NaNs, locating bad targets) ask for it themselves, and only once
@@ -18,7 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ._call import FLOAT_DTYPES, Call
+from ._call import FLOAT_DTYPES, Call, autocast_enabled, torch_int
 
 SAMPLE_ROWS = 64
 SAMPLE_CHUNK_ELEMENTS = 1 << 19  # sampled rows are reduced this many elements at a time
@@ -105,6 +107,13 @@ class StatisticsPlan:
 
     # ------------------------------------------------------------------ compute
     def compute(self) -> torch.Tensor:
+        x = self.call.input
+        if autocast_enabled(x.device.type):
+            with torch.autocast(x.device.type, enabled=False):
+                return self._compute()
+        return self._compute()
+
+    def _compute(self) -> torch.Tensor:
         call = self.call
         x, t = call.input, call.target
         with torch.no_grad():
@@ -135,7 +144,7 @@ class StatisticsPlan:
         return torch.cat([stacked, *(value for _, value in vectors)]) if vectors else stacked
 
     def _input_parts(self, x: torch.Tensor, class_dim: int) -> None:
-        low, high = torch.aminmax(x)
+        low, high = whole_aminmax(x)
         self._put("in.min", low)
         self._put("in.max", high)
         sample = sample_rows(x, class_dim, SAMPLE_ROWS)
@@ -173,8 +182,11 @@ class StatisticsPlan:
     def _index_target_parts(self, t: torch.Tensor) -> None:
         call = self.call
         n_classes = call.presumed_n_classes or 0
-        ignore = call.ignore_index if type(call.ignore_index) is int else -100
-        flat = t.reshape(-1)
+        ignore = torch_int(call.ignore_index)
+        ignore = -100 if ignore is None else ignore  # torch refuses the call: any value will do
+        # An expanded target is counted through the values it repeats: each count times `repeat`.
+        base, repeat = storage_view(t)
+        flat = base.reshape(-1)
         if flat.numel() <= TARGET_CHUNK_ELEMENTS:  # the usual case: one chunk, no totals
             counts, low, high, hist = _index_chunk(flat, n_classes, ignore)
         else:
@@ -186,6 +198,8 @@ class StatisticsPlan:
             for i in range(0, flat.numel(), TARGET_CHUNK_ELEMENTS):
                 totals.add(*_index_chunk(flat[i : i + TARGET_CHUNK_ELEMENTS], n_classes, ignore))
             counts, low, high, hist = totals.counts, totals.low, totals.high, totals.hist
+        if repeat != 1:
+            counts, hist = counts * repeat, hist * repeat
         self._put("tg.counts", counts)
         self._put("tg.valid_min", low)
         self._put("tg.valid_max", high)
@@ -199,18 +213,22 @@ class StatisticsPlan:
             self._put("tg.seq_count", (seq == last[:, None]).sum(1))
 
     def _same_shape_parts(self, t: torch.Tensor, class_dim: int) -> None:
-        p = t if t.dtype.is_floating_point else t.to(torch.float32)
-        low, high = torch.aminmax(p)
+        # Rows of an expanded target repeat: sum the rows it is made of, weight the counts.
+        base, repeat = storage_view(t, keep=class_dim, permute=False)
+        p = base if base.dtype.is_floating_point else base.to(torch.float32)
+        low, high = whole_aminmax(p)
         self._put("pt.min", low)
         self._put("pt.max", high)
         sums = _class_sums(p, class_dim)
         tol = probability_tolerance(p.dtype)
         self._put("pt.row_sum", torch.stack(torch.aminmax(sums)))
         off = ((sums - 1).abs() > tol) & (sums != 0)
-        self._put("pt.rows_off", off.sum())
-        self._put("pt.rows_zero", (sums == 0).sum())
+        self._put("pt.rows_off", off.sum() * repeat)
+        self._put("pt.rows_zero", (sums == 0).sum() * repeat)
         self._put("pt.worst_row_sum", sums.gather(0, (sums - 1).abs().argmax().reshape(1)))
-        sample = sample_rows(p, class_dim, SAMPLE_ROWS)
+        sample = sample_rows(t, class_dim, SAMPLE_ROWS)
+        if not sample.dtype.is_floating_point:
+            sample = sample.to(torch.float32)
         step = max(1, SAMPLE_CHUNK_ELEMENTS // max(sample.shape[1], 1))
         binary, ones = [], []
         for start in range(0, sample.shape[0], step):
@@ -407,10 +425,51 @@ def sample_rows(x: torch.Tensor, dim: int, count: int) -> torch.Tensor:
     if rows is not None:
         if size == n_rows:  # every row: the view itself
             return rows
-        picks = torch.linspace(0, n_rows - 1, size, device=x.device).round().long()
+        # Integer arithmetic: a float32 row index rounds past the last row beyond 2**24 rows.
+        picks = torch.tensor(_spaced(n_rows, size), dtype=torch.int64, device=x.device)
         return rows.index_select(0, picks)
-    steps = [round(i * (n_rows - 1) / max(size - 1, 1)) for i in range(size)]
-    return torch.stack([moved[_unravel(step, outer)] for step in steps])
+    return torch.stack([moved[_unravel(step, outer)] for step in _spaced(n_rows, size)])
+
+
+def _spaced(n: int, count: int) -> list[int]:
+    """`count` evenly spaced integers in [0, n), the first and the last included, exactly."""
+    if count <= 1:
+        return [0] * count
+    return [(2 * i * (n - 1) + count - 1) // (2 * (count - 1)) for i in range(count)]
+
+
+def storage_view(
+    t: torch.Tensor, keep: int | None = None, permute: bool = True
+) -> tuple[torch.Tensor, int]:
+    """A view of `t` that holds each element `t` repeats once, and how many times each repeats.
+
+    An expanded tensor's zero-stride dims (other than `keep`) are narrowed to size 1: its values
+    are those of the tensor it was expanded from, without the 40 GB a copy of an expanded
+    (10**7, 1000) softmax would take. With `permute`, the dims are then ordered by stride, so a
+    transposed or channels-last tensor becomes the contiguous tensor it is a view of (whole-tensor
+    reductions do not care about dim order, and reduce a non-contiguous view by copying it).
+    """
+    if t.is_contiguous():
+        return t, 1
+    repeat = 1
+    for dim, (size, stride) in enumerate(zip(t.shape, t.stride(), strict=True)):
+        if stride == 0 and size > 1 and dim != keep:
+            t = t.narrow(dim, 0, 1)
+            repeat *= size
+    if permute:
+        t = t.permute(sorted(range(t.dim()), key=lambda d: -t.stride(d)))
+    return t, repeat
+
+
+def whole_aminmax(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Least and greatest element (NaN if any), reading `t` in place: `torch.aminmax` on the
+    contiguous storage order, or, for a view with gaps (`logits[:, :-1]`), two dim-wise
+    reductions, which read strided memory without the full copy `aminmax` makes of it."""
+    base, _ = storage_view(t)
+    if base.is_contiguous():
+        return torch.aminmax(base)
+    dims = tuple(range(base.dim()))
+    return base.amin(dims), base.amax(dims)
 
 
 def _unravel(flat: int, shape: tuple[int, ...]) -> tuple[int, ...]:
