@@ -6,16 +6,19 @@ Nothing here reads tensor data: only shapes, dtypes, devices and options, so bui
 
 from __future__ import annotations
 
+import operator
+import sys
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Literal
 
 import torch
 
-from ._report import ArgumentSummary, CallSummary
+from ._report import ArgumentSummary, CallSummary, Report
 
 LossKind = Literal["cross_entropy", "nll"]
 REDUCTIONS = ("mean", "sum", "none")
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 INDEX_DTYPES = (
     torch.int64,
@@ -118,13 +121,15 @@ class Call:
     def summary(self) -> CallSummary:
         return CallSummary(
             loss=self.loss,
-            input=_argument_summary(self.input),
-            target=_argument_summary(self.target),
-            weight=None if self.weight is None else _argument_summary(self.weight),
+            input=argument_summary(self.input),
+            target=argument_summary(self.target),
+            weight=None if self.weight is None else argument_summary(self.weight),
             ignore_index=self.ignore_index
-            if isinstance(self.ignore_index, int)
-            else repr(self.ignore_index),
-            reduction=str(self.reduction),
+            if type(self.ignore_index) is int
+            else option_text(self.ignore_index),
+            reduction=self.reduction
+            if type(self.reduction) is str
+            else option_text(self.reduction),
             label_smoothing=_float_or_repr(self.label_smoothing),
         )
 
@@ -138,19 +143,112 @@ def looks_class_dim_last(call: Call) -> bool:
     return tuple(t.shape) == tuple(x.shape[:-1]) and x.shape[1] != x.shape[-1]
 
 
-def _argument_summary(value: Any) -> ArgumentSummary:
-    if isinstance(value, torch.Tensor):
-        return ArgumentSummary(
-            shape=list(value.shape), dtype=dtype_name(value.dtype), device=str(value.device)
-        )
-    return ArgumentSummary(type=type(value).__name__)
+def argument_summary(value: Any) -> ArgumentSummary:
+    """Shape, dtype and device of a tensor; only the type name of anything else, or of a tensor
+    whose shape is not plain integers (nested tensors)."""
+    if not isinstance(value, torch.Tensor):
+        return ArgumentSummary(type=type(value).__name__)
+    kind = "Tensor" if type(value) is torch.Tensor else type(value).__name__
+    try:
+        shape = [int(d) for d in value.shape] if not value.is_nested else None
+        dtype, device = dtype_name(value.dtype), str(value.device)
+    except Exception:  # a subclass or nested tensor that will not say
+        return ArgumentSummary(type=kind)
+    if shape is None:
+        return ArgumentSummary(dtype=dtype, device=device, type="nested Tensor")
+    return ArgumentSummary(shape=shape, dtype=dtype, device=device, type=kind)
 
 
 def _float_or_repr(value: Any) -> float | str:
+    parsed = torch_float(value)
+    return parsed if parsed is not None else option_text(value)
+
+
+# ------------------------------------------------------------------ options as torch reads them
+# F.cross_entropy hands `ignore_index` and `label_smoothing` to torch's C++ argument parser
+# (an int64 and a double) and turns `reduction` into an enum in Python. These mirror what each
+# accepts and the value it makes of it; None means torch raises.
+
+
+def _numpy():
+    return sys.modules.get("numpy")  # never imported here: a numpy value means it is loaded
+
+
+def torch_int(value: Any) -> int | None:
+    """`ignore_index` as torch reads it: an int, a NumPy integer, a one-element integer tensor
+    or anything with `__index__`, within int64; never a bool."""
+    np = _numpy()
+    if isinstance(value, bool) or (np is not None and isinstance(value, np.bool_)):
+        return None
+    if isinstance(value, torch.Tensor):
+        if (
+            value.dtype.is_floating_point
+            or value.dtype.is_complex
+            or value.dtype == torch.bool
+            or value.is_meta
+            or value.requires_grad
+            or value.numel() != 1
+        ):
+            return None
+        number = int(value.item())
+    else:
+        try:
+            number = operator.index(value)
+        except Exception:
+            return None
+    return number if INT64_MIN <= number <= INT64_MAX else None
+
+
+def torch_float(value: Any) -> float | None:
+    """`label_smoothing` as torch reads it: a Python int, float or bool, a NumPy number or bool
+    (a complex one loses its imaginary part), or a 0-d tensor that does not require grad; not a
+    str, Decimal, Fraction, complex or array. None also when it overflows a double."""
+    np = _numpy()
     try:
-        return float(value)
-    except (TypeError, ValueError):
-        return repr(value)
+        if isinstance(value, (int, float)):
+            return float(value)
+        if np is not None and isinstance(value, (np.number, np.bool_)):
+            return float(value.real)
+        if isinstance(value, torch.Tensor):
+            if value.dim() != 0 or value.requires_grad or value.is_meta:
+                return None
+            item = value.item()
+            return float(item.real if isinstance(item, complex) else item)
+    except (OverflowError, TypeError, ValueError, RuntimeError):
+        return None
+    return None
+
+
+def torch_reduction(value: Any) -> str | None:
+    """`reduction` as torch reads it (compared with ==, so a NumPy string works), with the
+    deprecated "elementwise_mean" read as "mean"; None for anything else."""
+    if type(value) is str and value in REDUCTIONS:  # the usual case
+        return value
+    for name in ("none", "mean", "elementwise_mean", "sum"):
+        try:
+            equal = bool(value == name)
+        except Exception:  # torch raises on the same comparison
+            return None
+        if equal:
+            return "mean" if name == "elementwise_mean" else name
+    return None
+
+
+def option_text(value: Any, limit: int = 60) -> str:
+    """A short, data-free text for an option value in a message: a tensor's metadata, never its
+    contents; other reprs cut to `limit` characters."""
+    if isinstance(value, torch.Tensor):
+        try:
+            return f"a {shape_str(value.shape)} {dtype_name(value.dtype)} tensor"
+        except Exception:
+            return f"a {type(value).__name__}"
+    try:
+        text = repr(value)
+    except Exception:
+        return f"a {type(value).__name__}"
+    return (
+        text if len(text) <= limit else f"{text[: limit - 20]}...{text[-12:]} ({len(text)} chars)"
+    )
 
 
 def bind_call(
@@ -179,6 +277,15 @@ def bind_call(
         if isinstance(criterion, torch.nn.NLLLoss):
             loss = "nll"
     autocast = isinstance(input, torch.Tensor) and autocast_enabled(input.device.type)
+    # Options torch accepts are kept as the value torch reads (np.int64(3) -> 3, "elementwise_mean"
+    # -> "mean"); options it rejects are kept as given, for the rule that names them.
+    if type(ignore_index) is not int or not INT64_MIN <= ignore_index <= INT64_MAX:
+        parsed = torch_int(ignore_index)
+        ignore_index = ignore_index if parsed is None else parsed
+    if type(label_smoothing) is not float:
+        parsed = torch_float(label_smoothing)
+        label_smoothing = label_smoothing if parsed is None else parsed
+    reduction = torch_reduction(reduction) or reduction
     return Call(input, target, weight, ignore_index, reduction, label_smoothing, loss, autocast)
 
 
@@ -187,3 +294,59 @@ def autocast_enabled(device_type: str) -> bool:
         return torch.is_autocast_enabled(device_type)
     except (TypeError, RuntimeError):  # older torch, or a device type autocast does not know
         return False
+
+
+# ------------------------------------------------------------------ when the check itself fails
+
+
+def error_text(error: BaseException, limit: int = 300) -> str:
+    """One line naming an exception, cut to `limit` characters."""
+    lines = str(error).splitlines()
+    text = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def subclass_notes(call: Call) -> list[str]:
+    """A note for each argument of a torch.Tensor subclass with a `__torch_function__` of its
+    own: the check reads its data as a plain tensor, the loss goes through the subclass."""
+    notes = []
+    for role in ("input", "target", "weight"):
+        value = getattr(call, role)
+        kind = type(value)
+        if not isinstance(value, torch.Tensor) or kind is torch.Tensor:
+            continue
+        own = getattr(kind, "__torch_function__", None)
+        if getattr(own, "__func__", own) not in _PLAIN_TORCH_FUNCTIONS:
+            notes.append(
+                f"{role} is a {kind.__name__} (a torch.Tensor subclass): checked as the plain "
+                "tensor it holds; its __torch_function__ decides what the loss does with it"
+            )
+    return notes
+
+
+_PLAIN_TORCH_FUNCTIONS = {
+    getattr(torch.Tensor.__torch_function__, "__func__", torch.Tensor.__torch_function__),
+    torch._C._disabled_torch_function_impl,
+}
+
+
+def unchecked_report(input: Any, target: Any, loss: Any, error: BaseException) -> Report:
+    """The report of a check that failed in cediag itself: what was passed, and why nothing
+    was checked (`values_checked` False)."""
+
+    def summary(value: Any) -> ArgumentSummary:
+        try:
+            with torch._C.DisableTorchFunctionSubclass():
+                return argument_summary(value)
+        except Exception:
+            return ArgumentSummary(type=type(value).__name__)
+
+    return Report(
+        call=CallSummary(
+            loss=loss if loss in ("cross_entropy", "nll") else option_text(loss),
+            input=summary(input),
+            target=summary(target),
+        ),
+        values_checked=False,
+        notes=[f"not checked: {error_text(error)}"],
+    )

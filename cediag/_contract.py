@@ -6,16 +6,26 @@ a safety net: if torch would reject a call and no rule has said so, a `shape-mis
 carries torch's reason. The differential test in tests/test_differential.py holds this mirror
 against torch on generated calls.
 
-Mirrors the CPU kernels of torch 2.x (aten/src/ATen/native/LossNLL.cpp, LossNLL2d.cpp).
+Mirrors the CPU kernels of torch 2.x (aten/src/ATen/native/LossNLL.cpp, LossNLL2d.cpp), the
+argument parser that reads the options, autograd's refusal of a weight that requires grad, and,
+for meta tensors, the few checks where torch's meta kernels are stricter than the CPU ones.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-from ._call import FLOAT_DTYPES, INDEX_DTYPES, REDUCTIONS, Call, dtype_name, shape_str
+from ._call import (
+    FLOAT_DTYPES,
+    INDEX_DTYPES,
+    Call,
+    dtype_name,
+    option_text,
+    shape_str,
+    torch_float,
+    torch_int,
+    torch_reduction,
+)
 
 
 def torch_rejection(call: Call) -> str | None:
@@ -25,18 +35,9 @@ def torch_rejection(call: Call) -> str | None:
         return "input and target must both be tensors"
     if not call.tensors_ok:
         return "sparse and nested tensors are not supported by cross_entropy"
-    if call.reduction not in REDUCTIONS:
-        return f"{call.reduction!r} is not a valid value for reduction"
-    if type(call.ignore_index) is not int:
-        return "ignore_index must be an int"
-    try:
-        smoothing = float(call.label_smoothing)
-    except (TypeError, ValueError):
-        return "label_smoothing must be a float"
-    if call.loss == "cross_entropy" and smoothing > 1.0:  # torch checks only the upper bound
-        return f"label_smoothing must be between 0.0 and 1.0. Got: {smoothing}"
-    if call.loss == "nll" and not math.isclose(smoothing, 0.0):
-        return "nll_loss has no label_smoothing"
+    reason = option_rejection(call)
+    if reason is not None:
+        return reason
     if w is not None and not isinstance(w, torch.Tensor):
         return "weight must be a tensor or None"
     devices = {a.device for a in (x, t, w) if isinstance(a, torch.Tensor)}
@@ -57,10 +58,59 @@ def torch_rejection(call: Call) -> str | None:
                 "Expected floating point type for target with class probabilities, "
                 f"got {dtype_name(t.dtype)}"
             )
-        if call.ignore_index >= 0:
+        if torch_int(call.ignore_index) >= 0:  # type: ignore[operator]  # parsed above
             return "ignore_index is not supported for floating point target"
         return None
-    return _index_target_rejection(call)
+    if w is not None and w.requires_grad and torch.is_grad_enabled():
+        return weight_grad_reason(call)
+    reason = _index_target_rejection(call)
+    if reason is None and call.on_meta:
+        reason = _meta_rejection(call)
+    return reason
+
+
+def option_rejection(call: Call) -> str | None:
+    """torch's complaint about reduction, ignore_index or label_smoothing, or None."""
+    if torch_reduction(call.reduction) is None:
+        return f"{option_text(call.reduction)} is not a valid value for reduction"
+    if torch_int(call.ignore_index) is None:
+        if isinstance(call.ignore_index, int) and not isinstance(call.ignore_index, bool):
+            return "ignore_index does not fit in int64 (Overflow when unpacking long long)"
+        return f"ignore_index must be int, not {type(call.ignore_index).__name__}"
+    smoothing = torch_float(call.label_smoothing)
+    if smoothing is None:
+        if isinstance(call.label_smoothing, int):
+            return "label_smoothing is too large to convert to float"
+        return f"label_smoothing must be float, not {type(call.label_smoothing).__name__}"
+    if call.loss == "cross_entropy" and smoothing > 1.0:  # torch checks only the upper bound
+        return f"label_smoothing must be between 0.0 and 1.0. Got: {smoothing}"
+    if call.loss == "nll" and smoothing != 0.0:
+        return "nll_loss has no label_smoothing"
+    return None
+
+
+def weight_grad_reason(call: Call) -> str:
+    kernel = "nll_loss_forward" if call.input.dim() <= 2 else "nll_loss2d_forward"
+    return (
+        f"The function '{kernel}' is not differentiable with respect to argument 'weight'. "
+        "This input cannot have requires_grad True."
+    )
+
+
+def _smoothing(call: Call) -> float:
+    return torch_float(call.label_smoothing) or 0.0
+
+
+def _meta_rejection(call: Call) -> str | None:
+    """Where the meta kernels refuse what the CPU kernels take (torch 2.x)."""
+    x, t, w = call.input, call.target, call.weight
+    if x.dim() == 1 and t.dim() == 1:
+        return f"size mismatch (got input: {list(x.shape)}, target: {list(t.shape)}) (meta)"
+    if t.dtype == torch.uint8 and _smoothing(call) > 0 and t.numel() > 0:
+        return "gather(): Expected dtype int32/int64 for index, but got torch.uint8 (meta)"
+    if w is not None and x.dim() >= 3 and (w.dim() == 0 or w.shape[0] != w.numel()):
+        return f"shape '[1, 1, 1, 1]' is invalid for a weight of shape {list(w.shape)} (meta)"
+    return None
 
 
 def _index_target_rejection(call: Call) -> str | None:
@@ -75,7 +125,7 @@ def _index_target_rejection(call: Call) -> str | None:
     if (
         t.dtype == torch.uint8
         and w is not None
-        and float(call.label_smoothing) > 0
+        and _smoothing(call) > 0
         and call.reduction == "mean"
         and t.numel() > 0
     ):  # the weighted mean gathers the weights with the target as index
@@ -85,7 +135,7 @@ def _index_target_rejection(call: Call) -> str | None:
             return "0D or 1D target tensor expected, multi-target not supported"
         if t.dim() == 1 and t.shape[0] != 1:
             return f"For 1D input, 1D target must have size 1, but got target size: {t.shape[0]}"
-        if t.dim() == 1 and float(call.label_smoothing) > 0:
+        if t.dim() == 1 and _smoothing(call) > 0:
             return "output with shape [] doesn't match the broadcast shape [1] (label_smoothing needs a 0-d target for (C,) input)"
         return None
     if t.dim() == 0 or t.shape[0] != x.shape[0]:
@@ -95,7 +145,9 @@ def _index_target_rejection(call: Call) -> str | None:
         if t.dim() != 1:
             return "0D or 1D target tensor expected, multi-target not supported"
         return None
-    if t.dtype != torch.int64:
+    # The K-dim kernel returns early for an empty target under "mean" and "sum", before its
+    # dtype check.
+    if t.dtype != torch.int64 and not (t.numel() == 0 and call.reduction != "none"):
         return f"expected scalar type Long but found {dtype_name(t.dtype)}"
     expected = (x.shape[0], *x.shape[2:])
     if x.dim() == 4 and t.dim() != 3:
@@ -113,9 +165,6 @@ def weight_shape_ok(call: Call) -> bool:
     w = call.weight
     if w is None:
         return True
-    smoothing = (
-        float(call.label_smoothing) if isinstance(call.label_smoothing, (int, float)) else 0.0
-    )
-    if not call.probability_targets and call.input.dim() >= 3 and not smoothing > 0:
+    if not call.probability_targets and call.input.dim() >= 3 and not _smoothing(call) > 0:
         return w.numel() == call.n_classes
     return w.dim() == 1 and w.numel() == call.n_classes

@@ -5,11 +5,19 @@ pass from the reading of its results (deferred sync).
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any
 
 import torch
 
-from ._call import FLOAT_DTYPES, Call, bind_call
+from ._call import (
+    FLOAT_DTYPES,
+    Call,
+    bind_call,
+    error_text,
+    subclass_notes,
+    unchecked_report,
+)
 from ._graph import final_activation
 from ._report import Diagnostic, Report
 from ._statistics import StatisticsPlan
@@ -34,28 +42,39 @@ def check(
 
     Options mean what they mean to `F.cross_entropy`; `criterion=` takes them from an
     `nn.CrossEntropyLoss` (or `nn.NLLLoss`) instance. `loss="nll"` checks an `F.nll_loss` call.
-    `select` / `ignore` take rule codes, code prefixes (`CE3`) or slugs. Never raises on tensors:
-    every problem is a diagnostic in the returned Report.
+    `select` / `ignore` take rule codes, code prefixes (`CE3`) or slugs. Never raises on what it
+    is given: every problem is a diagnostic in the returned Report, and what could not be
+    checked is a note (with `values_checked` False when the values were not read).
     """
-    call = bind_call(
-        input,
-        target,
-        weight=weight,
-        ignore_index=ignore_index,
-        reduction=reduction,
-        label_smoothing=label_smoothing,
-        criterion=criterion,
-        loss=loss,  # type: ignore[arg-type]
-    )
-    rules = select_rules(select, ignore)
-    ctx = check_structure(call, rules)
+    rules = select_rules(select, ignore)  # a bad code is the caller's mistake: this one raises
     try:
-        plan, packed = start_statistics(call)
-        values = packed.tolist() if packed is not None else None
-    except Exception as error:  # odd tensors (quantized, exotic dtypes): check the structure only
-        ctx.notes.append(f"values not checked: {type(error).__name__}: {error}")
-        plan, values = None, None
-    return finish(ctx, rules, plan, values)
+        # Tensor subclasses are read as the tensors they hold: a subclass's __torch_function__
+        # (which may raise, or log) is for the loss, not for the checker.
+        with torch._C.DisableTorchFunctionSubclass():
+            call = bind_call(
+                input,
+                target,
+                weight=weight,
+                ignore_index=ignore_index,
+                reduction=reduction,
+                label_smoothing=label_smoothing,
+                criterion=criterion,
+                loss=loss,  # type: ignore[arg-type]
+            )
+            ctx = check_structure(call, rules)
+            ctx.notes.extend(subclass_notes(call))
+            # Autocast off for the value rules' own second looks, as for the statistics pass.
+            device = call.input.device.type if call.tensors_ok else "cpu"
+            with torch.autocast(device, enabled=False) if call.autocast else nullcontext():
+                try:
+                    plan, packed = start_statistics(call)
+                    values = packed.tolist() if packed is not None else None
+                except Exception as error:  # odd tensors (quantized, exotic dtypes)
+                    ctx.notes.append(f"values not checked: {error_text(error)}")
+                    plan, values = None, None
+                return finish(ctx, rules, plan, values)
+    except Exception as error:  # the checker's own failure must not become the caller's
+        return unchecked_report(input, target, loss, error)
 
 
 def check_structure(call: Call, rules: list[Rule] | None = None) -> Context:

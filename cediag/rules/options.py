@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-from .._call import REDUCTIONS, dtype_name, shape_str
+from .._call import (
+    INT64_MAX,
+    INT64_MIN,
+    REDUCTIONS,
+    dtype_name,
+    option_text,
+    shape_str,
+    torch_float,
+    torch_int,
+    torch_reduction,
+)
 from .._contract import weight_shape_ok
 from .._report import OptionEvidence
 from ._context import Context, tensor_evidence
@@ -84,9 +92,8 @@ def label_smoothing_out_of_range(ctx: Context) -> Finding | None:
     ```
     """
     call = ctx.call
-    try:
-        value = float(call.label_smoothing)
-    except (TypeError, ValueError):
+    value = torch_float(call.label_smoothing)
+    if value is None:
         return None  # invalid-option says it
     if 0.0 <= value <= 1.0:
         return None
@@ -130,14 +137,15 @@ def ignore_index_with_probabilities(ctx: Context) -> Finding | None:
     ```
     """
     call = ctx.call
-    if not call.probability_targets or type(call.ignore_index) is not int or call.ignore_index < 0:
+    ignore_index = torch_int(call.ignore_index)
+    if not call.probability_targets or ignore_index is None or ignore_index < 0:
         return None
     return Finding(
-        f"ignore_index={call.ignore_index} with a probability target {shape_str(call.target.shape)}: "
+        f"ignore_index={ignore_index} with a probability target {shape_str(call.target.shape)}: "
         "torch supports ignore_index only for class-index targets.",
         "F.cross_entropy(logits, target, reduction='none')[keep].mean()  # drop ignore_index, "
         "mask samples yourself",
-        [OptionEvidence(name="ignore_index", value=str(call.ignore_index))],
+        [OptionEvidence(name="ignore_index", value=str(ignore_index))],
     )
 
 
@@ -170,32 +178,38 @@ def invalid_option(ctx: Context) -> Finding | None:
     """
     call = ctx.call
     problems, fixes = [], []
-    if call.reduction not in REDUCTIONS:
+    if torch_reduction(call.reduction) is None:
         problems.append(
-            f"reduction={call.reduction!r} is not one of {', '.join(map(repr, REDUCTIONS))}"
+            f"reduction={option_text(call.reduction)} is not one of "
+            + ", ".join(map(repr, REDUCTIONS))
         )
         fixes.append("reduction='mean'")
-    if type(call.ignore_index) is not int:
-        problems.append(f"ignore_index={call.ignore_index!r} is not an int")
+    ignore_index = call.ignore_index
+    if torch_int(ignore_index) is None:
+        if isinstance(ignore_index, int) and not isinstance(ignore_index, bool):
+            side = "above" if ignore_index > INT64_MAX else "below"
+            bound = INT64_MAX if ignore_index > INT64_MAX else INT64_MIN
+            problems.append(
+                f"ignore_index={option_text(ignore_index)} is {side} the int64 limit {bound}"
+            )
+        else:
+            problems.append(f"ignore_index={option_text(ignore_index)} is not an int")
         fixes.append("ignore_index=-100")
-    try:
-        float(call.label_smoothing)
-    except (TypeError, ValueError):
-        problems.append(f"label_smoothing={call.label_smoothing!r} is not a number")
-        fixes.append("label_smoothing=0.0")
-    if call.loss == "nll" and not _is_zero(call.label_smoothing):
+    smoothing = torch_float(call.label_smoothing)
+    if smoothing is None:
+        text = option_text(call.label_smoothing)
+        if isinstance(call.label_smoothing, int):
+            problems.append(f"label_smoothing={text} is too large for a float")
+        else:
+            kind = type(call.label_smoothing).__name__
+            problems.append(f"label_smoothing={text} ({kind}) is not a number torch accepts")
+        fixes.append("label_smoothing=0.1  # a Python float")
+    if call.loss == "nll" and smoothing is not None and smoothing != 0.0:
         problems.append("nll_loss has no label_smoothing")
         fixes.append("F.cross_entropy(logits, target, label_smoothing=...)")
     if not problems:
         return None
     return Finding("; ".join(problems) + ".", ", ".join(fixes))
-
-
-def _is_zero(value) -> bool:
-    try:
-        return math.isclose(float(value), 0.0)
-    except (TypeError, ValueError):
-        return False
 
 
 @rule(

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from .._call import FLOAT_DTYPES, Call, dtype_name, looks_class_dim_last, shape_str
-from .._contract import torch_rejection
-from ._context import Context, call_evidence
+from .._contract import torch_rejection, weight_grad_reason
+from ._context import Context, call_evidence, tensor_evidence
 from ._registry import Finding, rule
 
 
@@ -300,6 +302,14 @@ def shape_mismatch(ctx: Context) -> Finding | None:
     if not isinstance(x, torch.Tensor) or not isinstance(t, torch.Tensor) or x.dim() == 0:
         wanted = "(N, C) or (N, C, d1, ...) float logits"
         return Finding(f"torch rejects this call: {reason}.", f"pass {wanted}", [])
+    if reason == weight_grad_reason(call):
+        return Finding(
+            f"weight requires grad: torch does not differentiate the loss with respect to class "
+            f"weights of class-index targets, and raises: {reason}",
+            "F.cross_entropy(logits, target, weight=weight.detach())  # or keep the weights in a "
+            "buffer: module.register_buffer('class_weight', weight)",
+            [tensor_evidence("weight", call.weight), *call_evidence(call)],
+        )
     expected = expected_target_shape(call)
     return Finding(
         f"torch rejects input {shape_str(x.shape)} {dtype_name(x.dtype)} with target "
@@ -422,9 +432,7 @@ def arguments_swapped(ctx: Context) -> Finding | None:
     x, t = call.input, call.target
     if x.dtype in FLOAT_DTYPES or t.dtype not in FLOAT_DTYPES or x.dtype.is_floating_point:
         return None
-    swapped = Call(
-        t, x, call.weight, call.ignore_index, call.reduction, call.label_smoothing, call.loss
-    )
+    swapped = dataclasses.replace(call, input=t, target=x)  # every other field kept
     if torch_rejection(swapped) is not None:
         return None
     return Finding(
@@ -499,7 +507,9 @@ def not_a_tensor(ctx: Context) -> Finding | None:
     for role, value in (("input", call.input), ("target", call.target)):
         if not isinstance(value, torch.Tensor):
             bad.append(f"{role} is a {type(value).__name__}")
-        elif value.layout is not torch.strided or value.is_nested:
+        elif value.is_nested:
+            bad.append(f"{role} is a nested tensor")
+        elif value.layout is not torch.strided:
             bad.append(f"{role} is a {value.layout} tensor")
     if not bad:
         return None
