@@ -309,3 +309,74 @@ def test_a_watch_object_cannot_be_entered_twice_at_once():
     with cm:  # once left, it can be entered again
         assert watching()
     assert all(_state_is_clean().values())
+
+
+# ---------------------------------------------------------------- a target imported in the block
+
+LOSS_MODULE = """
+import torch.nn.functional as F
+
+
+def scaled_ce(input, target, weight=None, ignore_index=-100, reduction="mean"):
+    return 2 * F.cross_entropy(input, target, weight, ignore_index=ignore_index, reduction=reduction)
+"""
+
+
+@pytest.fixture
+def loss_module(tmp_path, monkeypatch):
+    """A loss module on sys.path, not yet imported, made a target of watch() by one entry."""
+    from cediag.guard import _watch
+    from cediag.guard._integrations import Target
+
+    name = "cediag_test_scaled_ce"
+    (tmp_path / f"{name}.py").write_text(LOSS_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    targets = (*_watch.TARGETS, Target(name, "scaled_ce", None, library="test"))
+    monkeypatch.setattr(_watch, "TARGETS", targets)
+    monkeypatch.setattr(_watch._ImportHook, "modules", frozenset(t.module for t in targets))
+    sys.modules.pop(name, None)
+    yield name
+    sys.modules.pop(name, None)
+
+
+def test_a_target_imported_inside_the_block_is_patched_until_it_ends(loss_module):
+    import importlib
+
+    with cediag.watch():
+        module = importlib.import_module(loss_module)
+        ours = module.scaled_ce
+        assert ours.__cediag_watch__ is True
+        with pytest.raises(cediag.CrossEntropyInputError, match="softmax-applied"):
+            module.scaled_ce(probs(), labels())
+        module.scaled_ce(torch.randn(8, 5), labels())
+    assert module.scaled_ce is ours.__cediag_original__
+    assert module.__loader__ is module.__spec__.loader
+    assert type(module.__loader__).__name__ == "SourceFileLoader"  # not a loader of ours
+    assert cediag.summary().calls == 2  # its own F.cross_entropy call is not checked again
+    sys.modules.pop(loss_module)
+    assert not hasattr(importlib.import_module(loss_module).scaled_ce, "__cediag_watch__")
+
+
+def test_an_interrupt_while_a_target_is_imported_leaves_nothing_behind(loss_module):
+    import importlib
+
+    files = tuple(
+        sys.modules[name].__file__ for name in ("cediag.guard._watch", "cediag.guard._integrations")
+    )
+    x, t = torch.randn(8, 5), labels()
+
+    def run():
+        sys.modules.pop(loss_module, None)
+        with cediag.watch(enabled=False):
+            importlib.import_module(loss_module).scaled_ce(x, t)
+
+    n = 1
+    while _interrupt_at(n, files, run):
+        state = _state_is_clean()
+        module = sys.modules.get(loss_module)
+        state["target restored"] = module is None or not hasattr(
+            module.scaled_ce, "__cediag_watch__"
+        )
+        assert all(state.values()), (n, state)
+        n += 1
+    assert n > 50
