@@ -13,6 +13,8 @@ limits (docs/cli.md, "Limits on what a file can make cediag allocate"):
 from __future__ import annotations
 
 import os
+import struct
+from typing import BinaryIO
 
 MAX_HEADER_BYTES = 8 * 2**20  # a safetensors header; the format allows 100 MB
 MAX_PICKLE_BYTES = 4 * 2**20  # a .pt file's pickle; a dict of tensors pickles to a few KB
@@ -80,3 +82,29 @@ def _size(nbytes: int) -> str:
 def first_line(error: BaseException) -> str:
     text = str(error).strip()
     return (text.splitlines()[0] if text else type(error).__name__)[:200]
+
+
+def zip_entries(f: BinaryIO, size: int) -> int | None:
+    """How many records a zip archive's end record declares, read before `zipfile` builds an
+    object per record (a crafted central directory of a million records costs ~0.5 GB). Found
+    the way `zipfile` finds it: at the very end, else the last signature in the comment area.
+    None when there is no end record (zipfile will then say the file is not a zip)."""
+    tail_len = min(size, 22 + 65535)
+    f.seek(size - tail_len)
+    tail = f.read(tail_len)
+    f.seek(0)
+    at = tail_len - 22 if tail[-22:-18] == b"PK\x05\x06" and tail[-2:] == b"\0\0" else -1
+    if at < 0:
+        at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or at + 22 > tail_len:
+        return None
+    (entries,) = struct.unpack("<H", tail[at + 10 : at + 12])
+    locator = at - 20
+    if entries == 0xFFFF and locator >= 0 and tail[locator : locator + 4] == b"PK\x06\x07":
+        (record_at,) = struct.unpack("<Q", tail[locator + 8 : locator + 16])
+        f.seek(min(record_at, size))
+        record = f.read(56)
+        f.seek(0)
+        if len(record) == 56 and record[:4] == b"PK\x06\x06":
+            (entries,) = struct.unpack("<Q", record[32:40])
+    return entries

@@ -24,7 +24,14 @@ from typing import BinaryIO
 import numpy as np
 import torch
 
-from ._io_base import MAX_TENSORS, LoadError, copy_limit, first_line, too_big_to_copy
+from ._io_base import (
+    MAX_TENSORS,
+    LoadError,
+    copy_limit,
+    first_line,
+    too_big_to_copy,
+    zip_entries,
+)
 
 _AGAIN = "save it again"
 _CONVERT = (
@@ -82,6 +89,8 @@ def _header(file: Path, stream: BinaryIO, what: str) -> _Header:
 
 def _torch_dtype(file: Path, dtype: np.dtype) -> torch.dtype:
     try:
+        if dtype.subdtype is not None or dtype.names is not None:
+            raise TypeError("a structured or sub-array dtype")
         return torch.from_numpy(np.empty(0, dtype=dtype.newbyteorder("="))).dtype
     except (TypeError, ValueError):
         raise LoadError(
@@ -154,6 +163,8 @@ def read_npz(file: Path, f: BinaryIO, size: int) -> tuple[dict[str, torch.Tensor
     budget = copy_limit(file)
     copied = 0
     buffer: mmap.mmap | None = None
+    if (zip_entries(f, size) or 0) > MAX_TENSORS:
+        raise _too_many_arrays(file)
     try:
         archive = zipfile.ZipFile(f)
     except zipfile.BadZipFile as error:
@@ -164,11 +175,7 @@ def read_npz(file: Path, f: BinaryIO, size: int) -> tuple[dict[str, torch.Tensor
         if len(set(names)) != len(names):
             raise LoadError(file, "is corrupt (two arrays of one name)", _AGAIN)
         if len(infos) > MAX_TENSORS:
-            raise LoadError(
-                file,
-                f"holds more than {MAX_TENSORS} arrays",
-                "save the arrays of one loss call in a file of their own",
-            )
+            raise _too_many_arrays(file)
         for info in infos:
             if not info.filename.endswith(".npy"):
                 notes.append(f"ignored {info.filename!r}: not an .npy array")
@@ -209,6 +216,14 @@ def read_npz(file: Path, f: BinaryIO, size: int) -> tuple[dict[str, torch.Tensor
     if not tensors:
         raise LoadError(file, "holds no arrays", "save the arrays with numpy.savez")
     return tensors, notes
+
+
+def _too_many_arrays(file: Path) -> LoadError:
+    return LoadError(
+        file,
+        f"holds more than {MAX_TENSORS} arrays",
+        "save the arrays of one loss call in a file of their own",
+    )
 
 
 def _stored_data(f: BinaryIO, info: zipfile.ZipInfo, size: int) -> int | None:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, BinaryIO
 
-from ._io_base import MAX_PICKLE_BYTES, MAX_TENSORS
+from ._io_base import MAX_PICKLE_BYTES, MAX_TENSORS, zip_entries
 
 TENSOR_REBUILDS = frozenset(
     {
@@ -115,12 +115,12 @@ def scan_pickle(file: BinaryIO, limit: int = MAX_PICKLE_BYTES) -> Scan:
 
     def read(n: int) -> bytes:
         nonlocal consumed
+        if consumed + n > limit:  # before reading: a string may claim gigabytes
+            raise Refused(f"its pickle is larger than {limit // 2**20} MiB")
         data = file.read(n)
         consumed += len(data)
         if len(data) < n:
             raise Refused("ends in the middle of its pickle (truncated)", corrupt=True)
-        if consumed > limit:
-            raise Refused(f"its pickle is larger than {limit // 2**20} MiB")
         return data
 
     def readline() -> bytes:
@@ -330,6 +330,8 @@ def inspect_torch_file(f: BinaryIO, size: int) -> TorchFile:
 
 
 def _inspect_zip(f: BinaryIO, size: int) -> TorchFile:
+    if (zip_entries(f, size) or 0) > MAX_TENSORS + 16:
+        raise Refused(f"holds more than {MAX_TENSORS} records")
     try:
         archive = zipfile.ZipFile(f)
     except zipfile.BadZipFile:

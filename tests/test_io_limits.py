@@ -194,6 +194,9 @@ def peak_growth(tmp_path_factory):
     write_sparse_npy(d / "big-endian.npy", (GiB // 4,), ">f4")
     write_legacy_pt(d / "ok-legacy.pt", [1.0, 2.0])
     write_legacy_pt(d / "legacy.pt", numel=GiB // 4)
+    with open(d / "long-string.pt", "wb") as f:  # a pickle string claiming 2 GiB, then a hole
+        f.write(b"\x80\x02X" + struct.pack("<I", 2 * GiB - 1))
+        f.truncate(2 * GiB + 64)
     save_file(one, str(d / "ok.safetensors"))
     _dense_safetensors(d / "dense.safetensors")
     cases = [
@@ -201,6 +204,7 @@ def peak_growth(tmp_path_factory):
         ("npz bomb", "ok.npz", "bomb.npz"),
         ("big-endian npy", "ok.npy", "big-endian.npy"),
         ("legacy pt", "ok-legacy.pt", "legacy.pt"),
+        ("long string", "ok-legacy.pt", "long-string.pt"),
         ("dense header", "ok.safetensors", "dense.safetensors"),
     ]
     assert (d / "bytearray.pt").stat().st_size < 4096
@@ -237,6 +241,12 @@ def test_legacy_pt_over_the_copy_limit_is_refused(peak_growth):
     grew, error = peak_growth["legacy pt"]  # torch allocated the storage and read 1 GiB into it
     assert grew < 64
     assert "legacy" in error and "zip format" in error
+
+
+def test_pickle_string_longer_than_the_limit_is_not_read(peak_growth):
+    grew, error = peak_growth["long string"]  # torch reads the 2 GiB string, then fails
+    assert grew < 64
+    assert "its pickle is larger than 4 MiB" in error
 
 
 def test_dense_safetensors_header_is_refused_before_parsing(peak_growth):
@@ -483,6 +493,21 @@ def test_copy_limit_applies_to_a_big_endian_pt(tmp_path, monkeypatch):
         load(big)
 
 
+@pytest.mark.parametrize(("suffix", "says"), [(".npz", "arrays"), (".pt", "records")])
+def test_zip_declaring_too_many_records_is_refused_before_listing_them(tmp_path, suffix, says):
+    path = tmp_path / f"many{suffix}"
+    if suffix == ".npz":
+        np.savez(path, input=np.zeros((4, 3), "f4"), target=np.zeros(4, "i8"))
+    else:
+        torch.save(call_tensors(), path)
+    raw = bytearray(path.read_bytes())
+    end = raw.rfind(b"PK\x05\x06")
+    raw[end + 8 : end + 12] = struct.pack("<HH", 60_000, 60_000)  # what the end record declares
+    path.write_bytes(bytes(raw))
+    with pytest.raises(LoadError, match=f"holds more than 10000 {says}"):
+        load(path)
+
+
 def test_bad_copy_limit_setting_is_a_load_error(tmp_path, monkeypatch):
     path = tmp_path / "be.npy"
     np.save(path, np.zeros(3, ">f4"))
@@ -520,6 +545,18 @@ def test_npy_with_an_overflowing_shape_warns_nothing(tmp_path):
         warnings.simplefilter("error")  # numpy's RuntimeWarning would be raised here
         with pytest.raises(LoadError, match="shape too large"):
             load_tensor(path)
+
+
+@pytest.mark.parametrize("descr", [[("a", "<f4")], ("<f4", (1000,)), "V1000000", "<U100"])
+def test_npy_of_records_or_strings_is_refused_before_reading(tmp_path, descr):
+    path = tmp_path / "odd.npy"
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(
+            f, {"descr": descr, "fortran_order": False, "shape": (3,)}
+        )
+        f.truncate(f.tell() + 3 * np.dtype(np.lib.format.descr_to_dtype(descr)).itemsize)
+    with pytest.raises(LoadError, match="which torch cannot read"):
+        load_tensor(path)
 
 
 def test_pt_with_a_non_utf8_file_name_loads(tmp_path):
