@@ -341,7 +341,7 @@ def _read_torch(file: Path, f: BinaryIO, size: int, unsafe: bool) -> _Contents:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's notes on pickle protocols: not for users
-            # A legacy (non-zip) torch.save file is readable, but only by copying it.
+            # The zip format is mapped; a legacy file can only be copied (its size was checked).
             obj = torch.load(
                 _torch_path(file, f), weights_only=not unsafe, map_location="cpu", mmap=zipped
             )
