@@ -64,6 +64,7 @@ class SentinelPlan:
     ignore: int | None  # an int ignore_index; None when no class index can equal it
     mean: bool  # reduction="mean": a batch with every target ignored makes the loss NaN
     extreme: float
+    on_cpu: bool  # read step by step: there is no transfer to wait for
     tolerance: float  # how far from 1 a row of probability targets may sum
 
     @staticmethod
@@ -93,6 +94,7 @@ class SentinelPlan:
             ignore=ignore,
             mean=call.reduction == "mean",
             extreme=_EXTREME["half" if half else "full"],
+            on_cpu=x.device.type == "cpu",
             tolerance=probability_tolerance(t.dtype),
         )
 
@@ -138,14 +140,28 @@ def _read_now(plan: SentinelPlan, x: torch.Tensor, t: torch.Tensor) -> tuple[str
     if plan.probability_targets:
         packed = torch.stack((low.double(), high.double(), *_probability_parts(plan, t)))
         return reasons(plan, packed.tolist(), x)
-    if x.device.type == "cpu":  # no transfer to wait for: read step by step, skip what we can
-        t_low, t_high = torch.aminmax(t)
-        values = [low.item(), high.item(), t_low.item(), t_high.item(), None, t.numel()]
-        if not _targets_plainly_valid(plan, values[2], values[3]):
-            m_low, m_high, ignored = _masked_target_range(plan, t)
-            values[2:5] = m_low.item(), m_high.item(), None if ignored is None else ignored.item()
-        return reasons(plan, values, x)
-    return reasons(plan, measure(plan, x, t).tolist(), x)
+    if not plan.on_cpu:
+        return reasons(plan, measure(plan, x, t).tolist(), x)
+    # CPU: no transfer to wait for, so read step by step and skip what the range rules out.
+    low, high = low.item(), high.item()
+    t_low, t_high = torch.aminmax(t)
+    t_low, t_high = t_low.item(), t_high.item()
+    if (
+        t_low >= 0
+        and t_high < plan.n_classes
+        and not (plan.mean and t_low == t_high == plan.ignore)
+        and low < 0 < high < plan.extreme  # finite, not an activation's range (the usual case)
+        and -plan.extreme < low
+        and plan.loss == "cross_entropy"
+        and (x.grad_fn is None or type(x.grad_fn).__name__ not in _ACTIVATION_NODES[plan.loss])
+    ):
+        return ()
+    ignored = None
+    if not _targets_plainly_valid(plan, t_low, t_high):
+        m_low, m_high, m_ignored = _masked_target_range(plan, t)
+        t_low, t_high = m_low.item(), m_high.item()
+        ignored = None if m_ignored is None else m_ignored.item()
+    return reasons(plan, [low, high, t_low, t_high, ignored, t.numel()], x)
 
 
 @torch.no_grad()  # deferred mode is for GPUs, where this is noise

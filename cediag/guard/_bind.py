@@ -45,6 +45,10 @@ class ArgumentBinder:
         self.input_name = input_arg or (self.names[0] if self.names else None)
         self.target_name = target_arg or (self.names[1] if len(self.names) > 1 else None)
         self.options = [n for n in OPTION_NAMES + _LEGACY if n in named]
+        # Input and target are the first two positional parameters: read them by position.
+        self.positional_pair = self.names[:2] == [self.input_name, self.target_name] or (
+            not self.names and input_arg is None and target_arg is None
+        )
 
     def _get(self, name: str | None, fallback: int, args: tuple, kwargs: dict) -> Any:
         if name is None:
@@ -58,6 +62,15 @@ class ArgumentBinder:
         if index < len(args):
             return args[index]
         return self.defaults.get(name, _MISSING)
+
+    def pair(self, args: tuple, kwargs: dict) -> tuple[Any, Any]:
+        """(input, target) alone: what the per-call check reads, on every call."""
+        if self.positional_pair and len(args) >= 2:
+            return args[0], args[1]
+        bound = self.bind(args, kwargs)
+        if bound is None:
+            raise TypeError("the loss was called without an input and a target")
+        return bound[0], bound[1]
 
     def bind(self, args: tuple, kwargs: dict) -> tuple[Any, Any, dict[str, Any]] | None:
         """(input, target, options) of one call, or None when input or target is missing."""

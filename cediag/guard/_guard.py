@@ -174,7 +174,7 @@ class _SiteState:
     # A hint (a suspicious logits range, an activation in the graph) is followed by a full
     # check once, then not again until a call without it: a legal model whose logits happen to
     # lie in [0, 1] costs one full check, a softmax added at step 5000 is still caught then.
-    armed: dict[str, bool] = field(default_factory=lambda: dict.fromkeys(_sentinel.HINTS, True))
+    disarmed: set[str] = field(default_factory=set)
     full_next: bool = False  # a deferred hint asks for the full check on the next call
 
 
@@ -466,7 +466,7 @@ class Guard:
         if plan is None:
             COLLECTOR.count_call(values=False)
             return signature.report, ""
-        x, t = (args[0], args[1]) if binder is None else binder.bind(args, kwargs)[:2]
+        x, t = (args[0], args[1]) if binder is None else binder.pair(args, kwargs)
         COLLECTOR.count_call(values=True)
         if opts.sync == "deferred":
             reading = _sentinel.measure(plan, x, t)
@@ -482,14 +482,15 @@ class Guard:
     def _follow(state: _SiteState, found: tuple[str, ...]) -> str:
         """Which of a reading's reasons to follow with a full check: every exact fault; a hint
         only while armed (re-armed by a call without it)."""
+        if not found and not state.disarmed:  # the healthy call: nothing to do
+            return ""
         follow = [reason for reason in found if reason in _sentinel.EXACT]
         for hint in _sentinel.HINTS:
-            if hint in found:
-                if state.armed[hint]:
-                    follow.append(hint)
-                    state.armed[hint] = False
-            else:
-                state.armed[hint] = True
+            if hint not in found:
+                state.disarmed.discard(hint)
+            elif hint not in state.disarmed:
+                follow.append(hint)
+                state.disarmed.add(hint)
         return ", ".join(_REASON_TEXT[reason] for reason in follow)
 
     def _full(
@@ -709,8 +710,12 @@ def structure_key(
             parts.append((name, type(value), value))
     if criterion is not None:
         parts.append(_criterion_options(criterion))
-    parts.append(device is not None and autocast_enabled(device.type))
+    parts.append(device is not None and _any_autocast() and autocast_enabled(device.type))
     return tuple(parts)
+
+
+# One call that answers for every device type (torch >= 2.4); else assume it may be on.
+_any_autocast = getattr(torch._C, "_is_any_autocast_enabled", lambda: True)
 
 
 def _lookup(signatures: dict[tuple, _Signature], key: tuple) -> _Signature | None:
