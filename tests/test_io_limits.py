@@ -680,3 +680,40 @@ def test_saved_call_repr_summarises_without_values(tmp_path):
 def test_saved_call_html_escapes_file_names():
     saved = SavedCall(torch.zeros(1, 2), torch.zeros(1, dtype=torch.long), source="<b>.pt")
     assert "&lt;b&gt;.pt" in saved._repr_html_()
+
+
+# ---------------------------------------------------------------- the command line: exit 2, one line
+
+
+@pytest.mark.parametrize("crafted", ["bytearray", "overlap", "bomb", "pipe"])
+def test_cli_refuses_crafted_files_with_exit_2_and_one_line(tmp_path, monkeypatch, crafted):
+    from typer.testing import CliRunner
+
+    from cediag import ExitCode
+    from cediag.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(COPY_ENV, "1")
+    if crafted == "bytearray":
+        path = tmp_path / "evil.pt"
+        write_pt_calling(path, bytearray, GiB)
+        says = "refused to unpickle: it uses builtins.bytearray"
+    elif crafted == "overlap":
+        path = tmp_path / "overlap.safetensors"
+        header, data_len, says = MALFORMED["overlapping offsets"]
+        write_safetensors(path, header, bytes(data_len))
+    elif crafted == "bomb":
+        path = tmp_path / "bomb.npz"
+        write_npz_bomb(path, 8 * 2**20)
+        says = "it is compressed), more than the 1 MiB cediag copies from one file"
+    else:
+        if not hasattr(os, "mkfifo"):
+            pytest.skip("needs named pipes")
+        path = tmp_path / "pipe.pt"
+        os.mkfifo(path)
+        says = "is not a regular file"
+    result = CliRunner().invoke(app, ["check", str(path)], catch_exceptions=False)
+    assert result.exit_code == ExitCode.COULD_NOT_RUN
+    lines = result.stderr.splitlines()
+    assert any(line.startswith(f"cediag: error: {path}: ") and says in line for line in lines)
+    assert "Traceback" not in result.stderr
