@@ -23,7 +23,7 @@ import torch
 
 from ._call import FLOAT_DTYPES, Call, shape_str
 from ._report import CallSummary, Diagnostic, Report, ValueEvidence
-from ._statistics import probability_tolerance
+from ._statistics import probability_tolerance, whole_aminmax
 from .rules import RULES
 
 # Logits at least this large, as any rule calls extreme (CE307), are a reason to look closer.
@@ -99,16 +99,6 @@ class SentinelPlan:
         )
 
 
-def _one_read_view(x: torch.Tensor) -> torch.Tensor:
-    """`x` with its dims in memory order, when that makes it contiguous: a whole-tensor
-    reduction over a transposed or channels-last view would otherwise copy it first."""
-    if x.is_contiguous():
-        return x
-    order = sorted(range(x.dim()), key=lambda d: -x.stride(d))
-    view = x.permute(order)
-    return view if view.is_contiguous() else x
-
-
 def _masked_target_range(plan: SentinelPlan, t: torch.Tensor):
     """(least, greatest) class index other than ignore_index, and how many are ignored. The
     ignored positions read as 0, a valid class, so they never look out of range."""
@@ -136,7 +126,7 @@ def read_now(plan: SentinelPlan, x: torch.Tensor, t: torch.Tensor) -> tuple[str,
 
 
 def _read_now(plan: SentinelPlan, x: torch.Tensor, t: torch.Tensor) -> tuple[str, ...]:
-    low, high = torch.aminmax(_one_read_view(x))
+    low, high = whole_aminmax(x)
     if plan.probability_targets:
         packed = torch.stack((low.double(), high.double(), *_probability_parts(plan, t)))
         return reasons(plan, packed.tolist(), x)
@@ -172,7 +162,7 @@ def measure(plan: SentinelPlan, x: torch.Tensor, t: torch.Tensor) -> torch.Tenso
     if _autocast_on(x):
         with torch.autocast(x.device.type, enabled=False):
             return measure(plan, x, t)
-    low, high = torch.aminmax(_one_read_view(x))
+    low, high = whole_aminmax(x)
     if plan.probability_targets:
         return torch.stack((low.double(), high.double(), *_probability_parts(plan, t)))
     t_low, t_high, ignored = _masked_target_range(plan, t)

@@ -268,3 +268,15 @@ def test_late_report_names_the_call_and_the_fix():
     assert d.code == "CE206" and d.severity is cediag.Severity.error
     assert "call 42" in d.message and "outside [0, 10)" in d.message
     assert "ignore_index" in d.fix
+
+
+def test_sentinel_reads_shifted_and_expanded_views():
+    """The causal-LM shift (`logits[:, :-1]`) and an expanded tensor are read in place."""
+    logits = torch.randn(2, 9, 6)
+    labels = torch.randint(0, 6, (2, 9))
+    x, t = logits[:, :-1].transpose(1, 2), labels[:, 1:]
+    assert _reasons_of(x, t) == ()
+    logits[1, 3, 2] = float("inf")
+    assert _reasons_of(logits[:, :-1].transpose(1, 2), t) == ("nonfinite",)
+    probs = torch.randn(1, 1000).softmax(1).expand(100_000, 1000)  # 400 MB if copied
+    assert "range" in _reasons_of(probs, torch.zeros(100_000, dtype=torch.long))
