@@ -535,3 +535,18 @@ def test_structure_checks_on_repeated_shapes_are_skipped_but_new_shapes_are_chec
     with pytest.raises(cediag.CrossEntropyInputError) as raised:
         criterion(torch.randn(8, 5), torch.randint(0, 5, (7,)))  # a new shape: checked again
     assert raised.value.report.by_rule("batch-size-mismatch")
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: cediag.wrap(nn.CrossEntropyLoss(), select=["CE999"]),
+        lambda: cediag.checked(select="CE999")(F.cross_entropy),
+        lambda: cediag.watch(ignore=["softmax-aplied"]).__enter__(),
+        lambda: cediag.configure(select=["CE999"]),
+    ],
+)
+def test_a_typo_in_select_or_ignore_raises_instead_of_switching_checks_off(make):
+    with pytest.raises(ValueError, match="matches no rule") as info:
+        make()
+    assert "did you mean" in str(info.value)

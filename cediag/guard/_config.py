@@ -122,11 +122,9 @@ class GuardOptions:
 
 def _validate_patterns(patterns: tuple[str, ...]) -> None:
     """A typo in `select`/`ignore` would switch rules off silently: raise ValueError instead."""
-    from .. import rules
+    from ..rules import validate_patterns
 
-    validate = getattr(rules, "validate_patterns", None)
-    if validate is not None:
-        validate(list(patterns))
+    validate_patterns(list(patterns))
 
 
 FIELDS = frozenset(f.name for f in dataclasses.fields(GuardOptions) if f.init)
