@@ -145,8 +145,9 @@ def write_legacy_pt(path, values=None, *, numel=None):
 # file of the same kind first (imports, first-use costs), then the crafted one, and reports how
 # much its peak resident memory grew while reading it, and the LoadError message.
 _CHILD = """
-import json, os, resource, sys
+import json, os, resource, sys, warnings
 from cediag._io import LoadError, load, load_tensor
+warnings.filterwarnings("ignore", ".*fork", DeprecationWarning)  # Python 3.12+: torch's threads
 results = {}
 for name, warm, path in json.loads(sys.argv[1]):
     read_end, write_end = os.pipe()
@@ -212,7 +213,11 @@ def peak_growth(tmp_path_factory):
     argument = json.dumps([(name, str(d / warm), str(d / path)) for name, warm, path in cases])
     env = {k: v for k, v in os.environ.items() if k != COPY_ENV}
     out = subprocess.run(
-        [sys.executable, "-c", _CHILD, argument], capture_output=True, text=True, env=env
+        [sys.executable, "-c", _CHILD, argument],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,  # not a time limit on cediag: a guard against a child that never returns
     )
     assert out.returncode == 0 and out.stderr == "", out.stderr  # no warning leaks either
     return json.loads(out.stdout.strip().splitlines()[-1])
