@@ -170,6 +170,11 @@ def _float_or_repr(value: Any) -> float | str:
 # accepts and the value it makes of it; None means torch raises.
 
 
+class BeyondInt64(int):
+    """An int option torch cannot read (beyond int64): kept for the message, and not an `int`
+    to code that asks `type(value) is int` before using it as a class index."""
+
+
 def _numpy():
     return sys.modules.get("numpy")  # never imported here: a numpy value means it is loaded
 
@@ -281,7 +286,10 @@ def bind_call(
     # -> "mean"); options it rejects are kept as given, for the rule that names them.
     if type(ignore_index) is not int or not INT64_MIN <= ignore_index <= INT64_MAX:
         parsed = torch_int(ignore_index)
-        ignore_index = ignore_index if parsed is None else parsed
+        if parsed is not None:
+            ignore_index = parsed
+        elif type(ignore_index) is int:
+            ignore_index = BeyondInt64(ignore_index)
     if type(label_smoothing) is not float:
         parsed = torch_float(label_smoothing)
         label_smoothing = label_smoothing if parsed is None else parsed

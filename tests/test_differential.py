@@ -5,13 +5,22 @@ Two properties hold for every generated (input, target, options):
 2. cediag never raises, and when torch accepts the call, no structure-phase rule calls it an
    error unless the rule is one that flags a legal-but-certainly-wrong call (empty batch,
    ignored label smoothing).
+
+Besides plain tensors and options, the generator makes the calls that once got through:
+options of odd types and sizes (ints beyond int64, NumPy scalars, 0-d tensors, str, Decimal),
+zero-stride and non-contiguous tensors, mixed dtypes under autocast, meta tensors (held to
+torch's meta kernels), nested tensors, Tensor subclasses and weights that require grad.
 """
 
 from __future__ import annotations
 
+import contextlib
+import decimal
+import fractions
 import os
 import warnings
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -97,7 +106,45 @@ def calls(draw):
         reduction=draw(st.sampled_from(["mean", "sum", "none"])),
         label_smoothing=draw(st.sampled_from([0.0, 0.0, 0.1, 1.0, 1.5, -0.1])),
     )
+    if draw(st.integers(0, 4)) == 0:  # one option of an odd type or size
+        name = draw(st.sampled_from(sorted(ODD_OPTIONS)))
+        options[name] = draw(st.sampled_from(ODD_OPTIONS[name]))
+    if weight is not None and draw(st.integers(0, 4)) == 0:
+        options["weight"] = weight.requires_grad_()
+    layout = draw(st.sampled_from(["plain"] * 6 + ["expanded", "strided", "subclass"]))
+    x, t = _relayout(x, layout), _relayout(t, draw(st.sampled_from(["plain", layout])))
     return x, t, options
+
+
+# Option values torch's parser takes or refuses in ways a plain int / float / str does not show.
+ODD_OPTIONS = {
+    "ignore_index": [
+        2**63, 2**64, -(2**63) - 1, 2**63 - 1, True, 3.0, "1", None, np.int64(1),
+        np.uint64(2**63), np.bool_(False), torch.tensor(1), torch.tensor([255]),
+        torch.tensor(1.0), torch.tensor([0, 1]),
+    ],
+    "label_smoothing": [
+        2**1100, 10**308, "0.1", decimal.Decimal("0.1"), fractions.Fraction(1, 10), 0.5 + 0j,
+        None, True, np.float32(0.2), np.float64(1.5), np.array(0.1), torch.tensor(0.1),
+        torch.tensor([0.1]), torch.tensor(0.1, requires_grad=True),
+    ],
+    "reduction": ["elementwise_mean", "avg", "MEAN", None, np.str_("sum"), b"mean"],
+}  # fmt: skip
+
+
+class _Passthrough(torch.Tensor):
+    """A subclass that leaves every op to torch (as most subclasses in the wild do)."""
+
+
+def _relayout(t: torch.Tensor, layout: str) -> torch.Tensor:
+    """The same values as a zero-stride, a non-contiguous or a subclass tensor."""
+    if layout == "expanded" and t.dim() >= 1 and t.shape[0] > 0:
+        return t[:1].expand_as(t)  # every row a copy of the first
+    if layout == "strided" and t.dim() >= 2:
+        return t.transpose(0, -1).contiguous().transpose(0, -1)
+    if layout == "subclass":
+        return t.as_subclass(_Passthrough)
+    return t
 
 
 def _torch_raises(fn, x, t, options) -> bool:
@@ -110,17 +157,23 @@ def _torch_raises(fn, x, t, options) -> bool:
     return False
 
 
-def _assert_agrees_with_torch(x, t, options, loss="cross_entropy"):
+def _assert_agrees_with_torch(x, t, options, loss="cross_entropy", meta=False):
     fn = F.cross_entropy if loss == "cross_entropy" else F.nll_loss
     torch_options = dict(options)
     if loss == "nll":
         torch_options.pop("label_smoothing", None)
     raises = _torch_raises(fn, x, t, torch_options)
     report = cediag.check(x, t, loss=loss, **options)
-    assert report.notes == [], report.notes
+    if meta:  # nothing to read on meta tensors, and that is all the notes may say
+        assert not report.values_checked
+        assert all(n.startswith("values not checked") for n in report.notes), report.notes
+    else:
+        assert report.notes == [], report.notes
     described = f"\ninput {tuple(x.shape)} {x.dtype}, target {tuple(t.shape)} {t.dtype}, {options}\n{report}"
     if raises:
         assert not report.ok, "torch raises but cediag found no error" + described
+    elif meta:
+        pass  # the meta kernels skip checks the CPU kernels make: an error may still be right
     elif x.numel() and t.numel() and not report.by_rule("all-targets-ignored"):
         # On empty tensors, or when every target is ignored, torch skips some checks.
         wrong = {d.rule for d in report.errors} & (STRUCTURE_SLUGS - LEGAL_BUT_WRONG)
@@ -137,6 +190,37 @@ def _assert_agrees_with_torch(x, t, options, loss="cross_entropy"):
 def test_cross_entropy_errors_match_torch(call):
     x, t, options = call
     _assert_agrees_with_torch(x, t, options)
+
+
+@settings(
+    max_examples=300,
+    deadline=None,
+    derandomize=DERANDOMIZE,
+    suppress_health_check=list(HealthCheck),
+)
+@given(calls(), st.sampled_from([torch.bfloat16, torch.float16]))
+def test_cross_entropy_errors_match_torch_under_autocast(call, cast):
+    x, t, options = call
+    with torch.autocast("cpu", dtype=cast):
+        _assert_agrees_with_torch(x, t, options)
+
+
+@settings(
+    max_examples=300,
+    deadline=None,
+    derandomize=DERANDOMIZE,
+    suppress_health_check=list(HealthCheck),
+)
+@given(calls())
+def test_meta_calls_torch_rejects_are_errors(call):
+    x, t, options = call
+
+    def meta(v):
+        return v.to("meta") if isinstance(v, torch.Tensor) else v
+
+    options = {name: meta(v) if name == "weight" else v for name, v in options.items()}
+    with torch.no_grad() if options["weight"] is not None else contextlib.nullcontext():
+        _assert_agrees_with_torch(meta(x), meta(t), options, meta=True)
 
 
 @settings(
