@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 # public name -> module that defines it
 _EXPORTS = {
     "check": "._engine",
+    "check_batch": ".sequence",
     "SCHEMA_VERSION": "._report",
     "CrossEntropyInputError": "._report",
     "Diagnostic": "._report",
@@ -47,6 +48,7 @@ __all__ = [  # the same names as _EXPORTS, spelled out for linters and type chec
     "Report",
     "Severity",
     "check",
+    "check_batch",
     "checked",
     "configure",
     "find_rule",
@@ -87,3 +89,4 @@ if TYPE_CHECKING:
         wrap,
     )
     from .rules import RULES, find_rule
+    from .sequence import check_batch
