@@ -116,3 +116,15 @@ def test_cli_run_rejects_a_typo_in_select(script, tmp_path):
     done = _cediag_run("--select", "CE999", str(script), cwd=tmp_path)
     assert done.returncode == 2
     assert "CE999" in done.stderr
+
+
+def test_cli_run_reads_tool_cediag_and_the_command_line_wins(script, tmp_path):
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.cediag]\nignore = ["CE301"]\n\n[tool.cediag.guard]\nevery = 1\n'
+    )
+    quiet = _cediag_run("--format", "json", str(script), cwd=tmp_path)
+    assert quiet.returncode == 0, quiet.stderr
+    summary = json.loads(quiet.stderr[quiet.stderr.index("{") :])
+    assert summary["entries"] == [] and summary["checked"] == 3  # every = 1 from the file
+    loud = _cediag_run("--ignore", "CE1", str(script), cwd=tmp_path)
+    assert loud.returncode == 1 and "softmax-applied" in loud.stderr

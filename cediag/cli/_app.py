@@ -717,8 +717,6 @@ def run(
     code: the script's own when it fails, else 1 when a finding at --fail-on or worse was seen,
     else 0.
     """
-    from .._runner import run_script
-
     options = {
         "on_error": on_error.value,
         "fail_on": fail_on.value,
@@ -729,6 +727,14 @@ def run(
         "select": _patterns(select, "--select"),
         "ignore": _patterns(ignore, "--ignore"),
     }
+    # [tool.cediag] (and its [tool.cediag.guard] table) fills what the command line left unset.
+    for name, value in _settings(None, False).guard_options().items():
+        if name not in options or _from_default(ctx, name):
+            options[name] = value
+    announce = _announce_start(quiet=False)
+    from .._runner import run_script
+
+    announce.done()
     code = run_script(
         script,
         list(ctx.args),
