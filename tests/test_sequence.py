@@ -443,3 +443,11 @@ def test_hook_checks_num_items_over_the_window():
         accumulation_steps=2,
     )
     assert [w.diagnostic.code for w in steps] == ["CE509"]
+
+
+def test_docs_describe_every_batch_rule():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "sequence.md").read_text()
+    missing = [r.slug for r in BATCH_RULES if f"`{r.slug}`" not in text or r.code not in text]
+    assert not missing, f"docs/sequence.md lacks {missing}"

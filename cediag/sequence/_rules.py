@@ -130,7 +130,7 @@ def pad_trained_as_label(ctx: BatchContext) -> Finding | None:
         off = ctx.attention_mask.to(ctx.labels.device) == 0
         n = int(((ctx.labels_2d == ctx.pad_token_id) & off).sum())  # a second look
         if n:
-            pad = f" ({n} of them the pad id {ctx.pad_token_id}{ctx.where('pad_token_id')})"
+            pad = f" ({n} of them the pad id {ctx.pad_token_id})"
     return Finding(
         f"{s.masked_supervised} of {s.masked_positions} padded positions (attention_mask == 0) "
         f"carry a label other than ignore_index={ctx.ignore_index}{pad}: padding is trained as "
