@@ -451,3 +451,16 @@ def test_docs_describe_every_batch_rule():
     text = (Path(__file__).resolve().parents[1] / "docs" / "sequence.md").read_text()
     missing = [r.slug for r in BATCH_RULES if f"`{r.slug}`" not in text or r.code not in text]
     assert not missing, f"docs/sequence.md lacks {missing}"
+
+
+def test_a_saved_batch_is_read_back_safely(tmp_path):
+    from cediag.sequence._io import load_batch
+
+    batch = lm_batch()
+    batch["labels"] = batch["input_ids"].clone()
+    torch.save(batch, tmp_path / "batch.pt")
+    saved = load_batch(tmp_path / "batch.pt")
+    assert sorted(saved.batch) == ["attention_mask", "input_ids", "labels"]
+    assert codes(check_batch(saved.batch, **saved.options)) == {"CE501"}
+    torch.save({"input": torch.randn(2, 3), "target": torch.tensor([0, 1])}, tmp_path / "call.pt")
+    assert load_batch(tmp_path / "call.pt") is None  # a loss call, not a batch
