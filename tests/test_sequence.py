@@ -464,3 +464,22 @@ def test_a_saved_batch_is_read_back_safely(tmp_path):
     assert codes(check_batch(saved.batch, **saved.options)) == {"CE501"}
     torch.save({"input": torch.randn(2, 3), "target": torch.tensor([0, 1])}, tmp_path / "call.pt")
     assert load_batch(tmp_path / "call.pt") is None  # a loss call, not a batch
+
+
+def test_padding_in_a_causal_lms_flattened_shifted_labels():
+    """What transformers' causal-LM loss hands F.cross_entropy: labels padded by one
+    ignore_index, shifted, flattened. The sentinel gives the rows back."""
+    from cediag.sequence._stats import flat_pad_runs, shifted_rows
+
+    ids = lm_batch(lengths=(8, 10, 16, 16))["input_ids"]
+    ids[:, 3] = PAD  # the pad id is also a real token, once per row
+    flat = F.pad(ids, (0, 1), value=-100)[:, 1:].reshape(-1)
+    assert shifted_rows(flat, -100) == 16
+    runs = flat_pad_runs(flat, -100)
+    assert runs is not None and (runs.token, runs.rows_padded) == (PAD, 2)
+    # masked properly: the ignored positions are no longer one per row end
+    masked = F.pad(lm_batch(lengths=(8, 10, 16, 16))["labels"], (0, 1), value=-100)[:, 1:]
+    assert flat_pad_runs(masked.reshape(-1), -100) is None
+    # class labels without the sentinel: no rows, nothing said
+    labels = torch.randint(0, 3, (4096,), generator=torch.Generator().manual_seed(0))
+    assert shifted_rows(labels, -100) is None

@@ -178,3 +178,37 @@ def pad_runs(labels: torch.Tensor, token: int) -> PadRuns:
         ]
     ).tolist()
     return PadRuns(token, packed[0], packed[1], packed[2], packed[3], rows, length)
+
+
+def shifted_rows(target: torch.Tensor, ignore_index: int, min_length: int = 8) -> int | None:
+    """The row length T of a causal LM's shifted labels flattened to (B*T,), or None.
+
+    transformers' causal-LM loss pads each label row with one `ignore_index` and drops its
+    first label, then flattens: with nothing else ignored, the ignored positions are exactly
+    T-1, 2T-1, ..., N-1. That signature gives back the rows; random class labels never have
+    it."""
+    n = target.numel()
+    if target.dim() != 1 or n < 2 * min_length or target.dtype.is_floating_point:
+        return None
+    ignored = (target == ignore_index).nonzero().flatten()
+    rows = ignored.numel()
+    if rows < 2 or n % rows or n // rows < min_length:
+        return None
+    length = n // rows
+    expected = torch.arange(length - 1, n, length, device=target.device)
+    return length if bool((ignored == expected).all()) else None
+
+
+def flat_pad_runs(
+    target: torch.Tensor, ignore_index: int, token: int | None = None
+) -> PadRuns | None:
+    """Padding runs in a causal LM's flattened shifted labels (see `shifted_rows`), measured
+    on the rows given back, without their sentinel column."""
+    length = shifted_rows(target, ignore_index)
+    if length is None:
+        return None
+    rows = target.reshape(-1, length)[:, :-1]
+    if token is None:
+        last = rows[:, -1].tolist()
+        token = max(set(last), key=last.count)
+    return pad_runs(rows, token)
