@@ -467,3 +467,24 @@ def test_docs_list_every_patched_implementation():
         *owner, name = target.attribute.split(".")
         assert f"`{target.module}" in text, target
         assert (f"`{'.'.join(owner)}.{name}`" if owner else f"`{name}`") in text, target
+
+
+def test_another_tools_patch_of_a_library_method_stays_after_the_block(timm_ce):
+    cls = timm_ce.SoftTargetCrossEntropy
+    original = vars(cls)["forward"]
+    x, p = torch.randn(8, 5), torch.randn(8, 5).softmax(1)
+    try:
+        with cediag.watch():
+            ours = vars(cls)["forward"]
+
+            def theirs(self, *args, **kwargs):  # e.g. a profiler's wrapper around ours
+                return ours(self, *args, **kwargs)
+
+            cls.forward = theirs
+            with pytest.raises(cediag.CrossEntropyInputError):
+                cls()(x.softmax(1), p)
+        assert vars(cls)["forward"] is theirs
+        cls()(x.softmax(1), p)  # ours, left in their chain, passes through
+        assert cediag.summary().calls == 1
+    finally:
+        cls.forward = original
