@@ -53,9 +53,15 @@ def _small(**extra):
 def gpt2(tok):
     torch.manual_seed(0)
     config = transformers.GPT2Config(
-        n_layer=1, n_head=2, n_embd=16, n_positions=64, **_small(), bos_token_id=tok.eos_token_id
+        n_layer=1,
+        n_head=2,
+        n_embd=16,
+        n_positions=64,
+        **_small(),
+        bos_token_id=tok.eos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
     )
-    config.eos_token_id, config.pad_token_id = tok.eos_token_id, tok.pad_token_id
     return transformers.GPT2LMHeadModel(config)
 
 
