@@ -483,3 +483,20 @@ def test_padding_in_a_causal_lms_flattened_shifted_labels():
     # class labels without the sentinel: no rows, nothing said
     labels = torch.randint(0, 3, (4096,), generator=torch.Generator().manual_seed(0))
     assert shifted_rows(labels, -100) is None
+
+
+def test_num_items_with_the_shift_unknown_accepts_either_count():
+    batch = lm_batch()
+    after = int((batch["labels"][:, 1:] != -100).sum())
+    before = int((batch["labels"] != -100).sum())
+    assert not check_batch(batch, num_items_in_batch=after).diagnostics
+    assert not check_batch(batch, num_items_in_batch=before).diagnostics
+    d = check_batch(batch, num_items_in_batch=before + 5).by_rule("CE509")
+    assert d is not None and "pass model= or shift=" in d.message
+
+
+def test_label_length_is_not_judged_without_knowing_the_head():
+    batch = lm_batch()
+    seq2seq = {**batch, "labels": batch["labels"][:, :5]}  # decoder labels: their own length
+    assert not check_batch(seq2seq).diagnostics
+    assert "CE508" in codes(check_batch(seq2seq, shift="none"))

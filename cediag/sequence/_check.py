@@ -82,13 +82,14 @@ def check_contexts(contexts: list[BatchContext], rules: list[Rule]) -> Report:
     notes: list[str] = []
     checked = True
     with torch._C.DisableTorchFunctionSubclass(), torch.no_grad():
-        window, window_unshifted = 0, 0
+        window, window_unshifted, window_if_shifted = 0, 0, 0
         for i, ctx in enumerate(contexts):
             last = i == len(contexts) - 1
             if not last:
                 ctx.num_items_in_batch = None
             elif len(contexts) > 1:
                 ctx.window_supervised, ctx.window_supervised_unshifted = window, window_unshifted
+                ctx.window_supervised_if_shifted = window_if_shifted
             prefix = f"batch {i + 1} of {len(contexts)}: " if len(contexts) > 1 else ""
             if not _readable(ctx):
                 checked = False
@@ -102,6 +103,7 @@ def check_contexts(contexts: list[BatchContext], rules: list[Rule]) -> Report:
                 continue
             window += ctx.stats.supervised_after_shift
             window_unshifted += ctx.stats.supervised
+            window_if_shifted += ctx.stats.supervised_if_shifted or 0
             run_rules(ctx, rules)
             for d in ctx.found:
                 if not any(f.code == d.code for f in found):

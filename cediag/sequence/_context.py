@@ -58,6 +58,7 @@ class BatchContext:
     num_items_in_batch: float | None = None
     window_supervised: int | None = None  # supervised labels of the other batches of the window
     window_supervised_unshifted: int | None = None  # the same, counted before the shift
+    window_supervised_if_shifted: int | None = None  # the same, had they been shifted
     vocab_size: int | None = None
     embedding_rows: int | None = None
     tokenizer_size: int | None = None

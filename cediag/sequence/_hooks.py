@@ -38,6 +38,7 @@ class _Window:
     items: float
     supervised: int = 0
     unshifted: int = 0
+    if_shifted: int | None = 0  # None once a forward could not say
     forwards: int = 0
     shift: Shift | None = None
     ignore_index: int = -100
@@ -168,6 +169,10 @@ class _Hook:
         stats: BatchStats = ctx.stats
         w.supervised += stats.supervised_after_shift
         w.unshifted += stats.supervised
+        if w.if_shifted is not None and stats.supervised_if_shifted is not None:
+            w.if_shifted += stats.supervised_if_shifted
+        else:
+            w.if_shifted = None
         w.forwards += 1
         if self.steps is not None and w.forwards >= self.steps:
             closed.append(w)
@@ -185,7 +190,10 @@ class _Hook:
             window_supervised=0 if w.forwards > 1 else None,
             window_supervised_unshifted=0,
             stats=BatchStats(
-                labels_total=1, supervised=w.unshifted, supervised_after_shift=w.supervised
+                labels_total=1,
+                supervised=w.unshifted,
+                supervised_after_shift=w.supervised,
+                supervised_if_shifted=w.if_shifted if w.shift is None else None,
             ),
         )
         run_rules(ctx, [r for r in rules if r.code == WINDOW_RULE])

@@ -535,8 +535,9 @@ def label_length_mismatch(ctx: BatchContext) -> Finding | None:
 
     ## What it does
     Fires when 2-D labels and 2-D input_ids differ in shape, or 1-D labels of a token-level
-    loss (a causal LM, or `shift="caller"`) do not hold B*T elements. Silent for
-    encoder-decoder models (their labels are the decoder's) and for (B,) sequence labels of a
+    loss (a causal LM, or `shift="caller"`) do not hold B*T elements. Needs to know the head
+    (`model=`, or `shift=`): an encoder-decoder batch's labels are the decoder's and have their
+    own length, so without it the rule is silent; silent also for (B,) sequence labels of a
     classification head.
 
     ## Why is this bad?
@@ -557,6 +558,8 @@ def label_length_mismatch(ctx: BatchContext) -> Finding | None:
     """
     labels, ids = ctx.labels, ctx.input_ids
     if labels is None or ids is None or ctx.encoder_decoder or ids.dim() != 2:
+        return None
+    if ctx.shift is None:  # a seq2seq batch's labels have their own length: not decidable
         return None
     if labels.dim() == 2 and tuple(labels.shape) != tuple(ids.shape):
         hint = ""
@@ -600,7 +603,8 @@ def num_items_mismatch(ctx: BatchContext) -> Finding | None:
     gradient accumulation), fires when it differs from the number of labels the loss counts:
     labels != `ignore_index` after the model's shift (`labels[:, 1:]` for a causal LM), summed
     over every batch of the accumulation window (the batches passed together to `check_batch`,
-    or the forwards the model hook sees with the same `num_items_in_batch`). Across
+    or the forwards the model hook sees with the same `num_items_in_batch`). When it is not
+    known who shifts, either count (with or without the shift) is accepted. Across
     data-parallel ranks the other ranks' labels are not visible here: the check is made only
     in a single process.
 
@@ -627,6 +631,12 @@ def num_items_mismatch(ctx: BatchContext) -> Finding | None:
     given = ctx.num_items_in_batch
     if abs(given - expected) < 0.5:
         return None
+    unknown = ""
+    if ctx.shift is None and s.supervised_if_shifted is not None:
+        if_shifted = s.supervised_if_shifted + (ctx.window_supervised_if_shifted or 0)
+        if abs(given - if_shifted) < 0.5:
+            return None  # right if the model shifts; who shifts is not known here
+        unknown = f" (or {if_shifted} if the model shifts them: pass model= or shift= to say which)"
     window = " over the accumulation window" if ctx.window_supervised is not None else ""
     before = s.supervised + (ctx.window_supervised_unshifted or 0)
     why = ""
@@ -637,7 +647,7 @@ def num_items_mismatch(ctx: BatchContext) -> Finding | None:
     after = "labels[:, 1:] != -100" if ctx.shift == "model" else f"labels != {ctx.ignore_index}"
     return Finding(
         f"num_items_in_batch={given:g} but the loss counts {expected} supervised labels{window} "
-        f"({after}): the summed loss is divided by the wrong count, so its scale depends on "
+        f"({after}){unknown}: the summed loss is divided by the wrong count, so its scale depends on "
         f"padding.{why}",
         f"num_items_in_batch = sum(({after.split(' !=')[0]} != {ctx.ignore_index}).sum() for "
         "each batch of the accumulation window)",

@@ -25,6 +25,7 @@ class BatchStats:
     supervised: int = 0  # labels != ignore_index, before any shift
     supervised_after_shift: int = 0  # what the loss counts: after the model's shift
     targets_after_shift: int = 0  # label elements the loss sees after the shift
+    supervised_if_shifted: int | None = None  # with `shift` unknown: the count after a shift
     masked_supervised: int = 0  # labels != ignore where attention_mask == 0 (but a row's EOS)
     masked_positions: int = 0  # attention_mask == 0
     label_max: int | None = None  # the largest supervised label
@@ -88,6 +89,8 @@ def compute(ctx: BatchContext) -> BatchStats:
             known["supervised_after_shift"] = -1  # the same count, filled in below
         else:
             add("supervised_after_shift", _count(after != ignore))
+        if ctx.shift is None and ctx.shift_labels is None and labels.dim() >= 2:
+            add("supervised_if_shifted", _count(labels[..., 1:] != ignore))
     if labels.numel():
         add("label_max", torch.where(sup_any, labels, torch.iinfo(labels.dtype).min).max())
     ids = ctx.input_ids
