@@ -114,6 +114,8 @@ class _Hook:
 
     # ------------------------------------------------------------------ the hook
     def __call__(self, module: Any, args: tuple, kwargs: dict) -> None:
+        if _is_compiling():  # nothing here may become part of a compiled graph
+            return None
         opts = self.guard.options()
         if not opts.enabled or self.disabled_by_env():
             return None
@@ -220,6 +222,13 @@ def _window_summary():
     from .._report import ArgumentSummary, CallSummary
 
     return CallSummary(input=ArgumentSummary(type="window"), target=ArgumentSummary(type="window"))
+
+
+def _never_compiling() -> bool:  # torch < 2.3 has no torch.compiler.is_compiling
+    return False
+
+
+_is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", _never_compiling)
 
 
 def _distributed() -> bool:
