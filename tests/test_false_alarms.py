@@ -288,6 +288,9 @@ def test_the_graph_still_proves_a_softmax_on_one_row():
 def test_two_rows_summing_to_one_down_the_batch_are_not_a_wrong_dim_softmax():
     x = torch.tensor([[0.4, 0.6], [0.6, 0.4]]).bfloat16()  # each column sums to 1 too
     assert cediag.check(x, torch.tensor([0, 1])).diagnostics == []
+    near_half = torch.tensor([[0.5, 0.49, 0.51, 0.5], [0.5, 0.51, 0.49, 0.5]]).bfloat16()
+    report = cediag.check(near_half, torch.tensor([0, 1]))
+    assert report.ok and report.by_rule("softmax-wrong-dim") is None, str(report)
 
 
 def test_few_log_probability_rows_make_no_finding_without_a_graph():

@@ -71,8 +71,8 @@ def _wrong_softmax_dim(ctx: Context) -> tuple[int, tuple[float, float]] | None:
     call, s = ctx.call, _stats(ctx)
     if s is None or not _in_unit_range(call, s) or _looks_softmax(call, s):
         return None
-    if not _values_may_speak(ctx):
-        return None
+    if not _values_may_speak(ctx) or s.rows_total < MIN_ROWS_FOR_VALUES:
+        return None  # two rows near 0.5 make every column sum to 1 by chance
     if "wrong_softmax_dim" not in ctx.cache:
         found = None
         for dim in range(call.input.dim()):
@@ -161,7 +161,8 @@ def softmax_applied(ctx: Context) -> Finding | None:
     within 2 * eps of the dtype; and never when the autograd graph shows the input straight out
     of a layer that makes raw scores (`AddmmBackward0` of nn.Linear, a matmul, a convolution,
     an embedding). The graph still proves a softmax on a single row. Known blind spot: logits
-    whose rows sum to 1 by construction, checked without a graph, read as probabilities.
+    whose rows sum to 1 by construction, or that all sit within a small spread of 1/C, checked
+    without a graph, read as probabilities (as the softmax of an untrained model would).
     """
     call = ctx.call
     if not _cross_entropy(ctx):
@@ -234,8 +235,9 @@ def softmax_wrong_dim(ctx: Context) -> Finding | None:
 
     ## False alarms
     Rate on random legal calls: 0. The values speak only when every value lies in [0, 1], the
-    class dim does not sum to 1, and at least 4 fibres along another dim all do; never when the
-    graph shows a layer that makes raw scores.
+    class dim does not sum to 1, the input has at least 4 rows, and at least 4 fibres along
+    another dim all sum to 1 (two rows of logits near 0.5 make every column sum to 1 by chance);
+    never when the graph shows a layer that makes raw scores.
     """
     call = ctx.call
     if not _cross_entropy(ctx):
