@@ -8,6 +8,21 @@ from collections.abc import Callable
 
 import torch
 
+_CLOCK = {"wall": time.perf_counter, "cpu": time.process_time}
+_clock = time.perf_counter
+
+
+def use_clock(name: str) -> None:
+    """ "wall" (default): elapsed time. "cpu": this process's CPU time (`time.process_time`),
+    which leaves out the time other processes hold the cores on a shared machine; with one
+    thread and no GPU it is the work's own time (cache misses others cause still count)."""
+    global _clock
+    _clock = _CLOCK[name]
+
+
+def now() -> float:
+    return _clock()
+
 
 def synchronizer(device: str) -> Callable[[], None]:
     if device.startswith("cuda"):
@@ -34,10 +49,10 @@ def warm_threads() -> None:
 def calibrate(fn: Callable[[], object], sync: Callable[[], None], target_s: float = 0.02) -> int:
     """How many calls make one sample of about `target_s` seconds (at least 1)."""
     sync()
-    start = time.perf_counter()
+    start = now()
     fn()
     sync()
-    once = max(time.perf_counter() - start, 1e-7)
+    once = max(now() - start, 1e-7)
     return max(1, min(10_000, int(target_s / once)))
 
 
@@ -49,6 +64,17 @@ def interleaved(
 ) -> dict[str, float]:
     """Median seconds per call of each function, taking one sample of each per round, in turn,
     so that load from other processes affects them alike."""
+    samples = interleaved_samples(fns, rounds, sync, warmup)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def interleaved_samples(
+    fns: dict[str, Callable[[], object]],
+    rounds: int,
+    sync: Callable[[], None],
+    warmup: int = 1,
+) -> dict[str, list[float]]:
+    """Each round's seconds per call of each function (see `interleaved`)."""
     numbers = {}
     for name, fn in fns.items():
         for _ in range(warmup):
@@ -59,12 +85,12 @@ def interleaved(
         for name, fn in fns.items():
             number = numbers[name]
             sync()
-            start = time.perf_counter()
+            start = now()
             for _ in range(number):
                 fn()
             sync()
-            samples[name].append((time.perf_counter() - start) / number)
-    return {name: statistics.median(values) for name, values in samples.items()}
+            samples[name].append((now() - start) / number)
+    return samples
 
 
 def fmt_time(seconds: float) -> str:

@@ -1,9 +1,10 @@
 """What cediag costs, as ratios to the loss it protects: `F.cross_entropy` forward + backward on
 the same tensors, timed in the same process.
 
-    python benchmarks/run.py                 # everything, CPU (about 5-10 minutes)
+    python benchmarks/run.py                 # everything, CPU (see performance.md for times)
     python benchmarks/run.py --quick         # smaller shapes and fewer rounds (under a minute)
     python benchmarks/run.py --only check,memory
+    python benchmarks/run.py --coverage      # the coverage table alone; exit 1 if it fails
     python benchmarks/run.py --device cuda   # adds (8192, 128256) bf16 and sync="deferred"
 
 Sections (`--only`):
@@ -11,7 +12,14 @@ Sections (`--only`):
           on sampled rows) and probability targets; a naive checker and torchmetrics' input
           validation side by side; the fixed per-call cost at (256, 10)
   memory  peak extra memory during a check, relative to the logits' size (separate process)
-  guard   cediag.wrap and cediag.watch on a small model's training step, default schedule
+  guard   the default guard (cediag.wrap, cediag.watch) per training step of an MLP, a CNN and
+          a transformer LM, per call at (64, 10) with a breakdown, and the sentinel next to
+          one torch.aminmax at (4096, 32000) (guard_cost.py)
+  coverage  faults injected at step k of those loops, the step cediag (or torch) reports
+          them at, eager and deferred; exit status 1 if an eager fault is not reported by
+          cediag at its step (fault_coverage.py)
+  transposed  (8, 512, 32000).transpose(1, 2) logits vs flattened: time and peak extra
+          memory of check, sentinel and full check (transposed.py)
   cli     `cediag check FILE` on a large saved file vs loading it (separate processes)
 
 Timings are medians of rounds in which every variant runs once, in turn, after a warm-up.
@@ -28,10 +36,12 @@ import sys
 import time
 from pathlib import Path
 
+import fault_coverage
+import guard_cost
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
-from _timing import fmt_time, interleaved, synchronizer, table, warm_threads
+import transposed
+from _timing import fmt_time, interleaved, synchronizer, table, use_clock, warm_threads
 from naive import naive_check, torchmetrics_validation
 
 import cediag
@@ -39,7 +49,7 @@ from cediag._call import bind_call
 from cediag._engine import check_structure, finish, start_statistics
 
 HERE = Path(__file__).resolve().parent
-SECTIONS = ("check", "memory", "guard", "cli")
+SECTIONS = ("check", "memory", "guard", "coverage", "transposed", "cli")
 
 
 def machine(device: str) -> str:
@@ -204,162 +214,41 @@ def bench_memory(args: argparse.Namespace) -> str:
 # ---------------------------------------------------------------------------------- guard
 
 
-class TinyLM(nn.Module):
-    """A 2-layer transformer language model: vocabulary 1000, width 128, 64-token contexts."""
-
-    def __init__(self, vocab: int = 1000, width: int = 128):
-        super().__init__()
-        self.embed = nn.Embedding(vocab, width)
-        layer = nn.TransformerEncoderLayer(width, 4, 4 * width, dropout=0.0, batch_first=True)
-        self.body = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
-        self.head = nn.Linear(width, vocab)
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(self.embed(tokens))).flatten(0, 1)
-
-
-MODELS = {
-    "MLP 784-256-10, batch 64": (
-        lambda: nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10)),
-        lambda: (torch.randn(64, 784), torch.randint(0, 10, (64,))),
-        (64, 10),
-    ),
-    "transformer LM, 2 layers, 8x64 tokens, vocab 1000": (
-        TinyLM,
-        lambda: (torch.randint(0, 1000, (8, 64)), torch.randint(0, 1000, (8 * 64,))),
-        (512, 1000),
-    ),
-}
-
-
-DEVICE = "cpu"  # set by main()
-
-
-def make_step(model_name: str, criterion: nn.Module):
-    build, data, _ = MODELS[model_name]
-    torch.manual_seed(0)
-    model = build().to(DEVICE)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    x, t = (tensor.to(DEVICE) for tensor in data())
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        loss = criterion(model(x), t)
-        loss.backward()
-        opt.step()
-
-    return step
-
-
 def bench_guard(args: argparse.Namespace) -> str:
-    """200 steps per round with a fresh guard each round (so each round includes the first
-    calls of the schedule, and the first full check on caches the step has filled); the
-    settings alternate round by round. The default schedule keeps the guard within its
-    overhead budget; `budget=None` follows first=10, every=100 exactly, for comparison."""
-    steps = 200
-    out = []
-    for model_name, (_, _, logits_shape) in list(MODELS.items())[: 1 if args.quick else None]:
-        # A millisecond-long step varies by a few percent between identical rounds on a shared
-        # machine: many short rounds for it, fewer for the slow model.
-        rounds = 3 if args.quick else (31 if "MLP" in model_name else 7)
-
-        def run_plain(model_name=model_name) -> float:
-            return _time_steps(make_step(model_name, nn.CrossEntropyLoss()), steps)
-
-        def run_wrap(model_name=model_name, **options) -> float:
-            criterion = cediag.wrap(nn.CrossEntropyLoss(), **options)
-            return _time_steps(make_step(model_name, criterion), steps)
-
-        def run_watch(model_name=model_name) -> float:
-            step = make_step(model_name, nn.CrossEntropyLoss())
-            with cediag.watch():
-                return _time_steps(step, steps)
-
-        settings = {
-            "unguarded": run_plain,
-            "cediag.wrap": run_wrap,
-            "cediag.watch": run_watch,
-            "cediag.wrap(budget=None)": lambda m=model_name: run_wrap(m, budget=None),
-        }
-        for fn in settings.values():  # warm-up
-            fn()
-        samples: dict[str, list[float]] = {name: [] for name in settings}
-        counts: dict[str, str] = {}
-        for _ in range(rounds):
-            for name, fn in settings.items():
-                cediag.summary(clear=True)
-                samples[name].append(fn())
-                seen = cediag.summary()
-                counts[name] = (
-                    f"{seen.checked} / {seen.calls - seen.let_through - seen.checked} / "
-                    f"{seen.let_through}"
-                    if name != "unguarded"
-                    else ""
-                )
-        base = _median(samples["unguarded"])
-        rows = []
-        for name, values in samples.items():
-            us = _median(values)
-            rows.append([name, f"{us:.0f} us", f"{100 * (us / base - 1):+.2f}%", counts[name]])
-        headers = [
-            f"{model_name}, {steps} steps ({rounds} rounds)",
-            "per step",
-            "vs unguarded",
-            "full checks / metadata only / let through",
-        ]
-        out.append(table(headers, rows))
-        costs = guard_per_call(args, logits_shape)
-        call_rows = [[name, f"{s * 1e6:.1f} us"] for name, s in costs.items()]
-        out.append(table([f"per loss call, logits {logits_shape}", "median"], call_rows))
-    return "\n\n".join(out)
+    """The default guard's cost per step and per call (`guard_cost.py`)."""
+    if args.device != "cpu":
+        return "(guard: measured on CPU only)"
+    return guard_cost.report(args.quick)
 
 
-def guard_per_call(args: argparse.Namespace, shape: tuple[int, int]) -> dict[str, float]:
-    """Per-call costs of the loss forward in a tight loop (warm caches: a real step pays more,
-    since the step's own data pushes the check's code and data out of the CPU caches)."""
-    sync = synchronizer(DEVICE)
-    x = torch.randn(shape, device=DEVICE)
-    t = torch.randint(0, shape[1], shape[:1], device=DEVICE)
-    plain = nn.CrossEntropyLoss()
-    # A tiny budget: after its first call the guard is always over it.
-    over = cediag.wrap(nn.CrossEntropyLoss(), budget=1e-9)
-    metadata = cediag.wrap(nn.CrossEntropyLoss(), first=0, every=0)
-    full = cediag.wrap(nn.CrossEntropyLoss(), every=1)
-    times = interleaved(
-        {
-            "plain loss": lambda: plain(x, t),
-            "wrap, let through (over budget)": lambda: over(x, t),
-            "wrap, metadata checks only": lambda: metadata(x, t),
-            "wrap, full check": lambda: full(x, t),
-        },
-        args.rounds * 2,
-        sync,
-    )
-    for name, options in {
-        "watch, let through (over budget)": {"budget": 1e-9},
-        "watch, metadata checks only": {"first": 0, "every": 0},
-        "watch, full check": {"every": 1},
-    }.items():
-        with cediag.watch(**options):
-            times[name] = interleaved({"w": lambda: plain(x, t)}, args.rounds * 2, sync)["w"]
-    cediag.summary(clear=True)
-    return times
+def bench_coverage(args: argparse.Namespace) -> str:
+    """Faults injected at step k, the step they are reported at (`coverage.py`)."""
+    if args.device != "cpu":
+        return "(coverage: run on CPU only)"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # it forks; the result does not depend on speed
+    try:
+        if args.quick:
+            loops = fault_coverage.parse_loops("MLP", "1,11", 11)
+        else:
+            loops = fault_coverage.parse_loops("MLP,CNN,LM", "1,11,500,5000", args.max_slow_k)
+        text, ok = fault_coverage.coverage(loops)
+    finally:
+        torch.set_num_threads(threads)
+    if not ok:
+        FAILED.append("coverage: an eager fault was not reported by cediag at its step")
+    return text
 
 
-def _time_steps(step, steps: int) -> float:
-    sync = synchronizer(DEVICE)
-    sync()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    sync()
-    return (time.perf_counter() - start) / steps * 1e6
+def bench_transposed(args: argparse.Namespace) -> str:
+    """Transposed LM logits vs flattened (`transposed.py`)."""
+    if args.device != "cpu":
+        return "(transposed: measured on CPU only)"
+    shape = (1, 256, 32000) if args.quick else (8, 512, 32000)
+    return transposed.timings(shape, 1 if args.quick else 3)
 
 
-def _median(values: list[float]) -> float:
-    values = sorted(values)
-    mid = len(values) // 2
-    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+FAILED: list[str] = []
 
 
 # ---------------------------------------------------------------------------------- cli
@@ -388,7 +277,21 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=None, help="rounds per timing (median)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads")
     parser.add_argument("--file-gib", type=float, default=2.0, help="size of the CLI's file")
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="cpu: time the process's CPU time, not elapsed time (a shared machine)",
+    )
+    parser.add_argument(
+        "--coverage", action="store_true", help="the coverage table alone (--only coverage)"
+    )
+    parser.add_argument(
+        "--max-slow-k", type=int, default=500, help="coverage: largest k for the CNN and LM loops"
+    )
     args = parser.parse_args()
+    if args.coverage:
+        args.only = "coverage"
     if args.rounds is None:
         args.rounds = 3 if args.quick else 7
     only = [s.strip() for s in args.only.split(",") if s.strip()]
@@ -397,20 +300,25 @@ def main() -> None:
         parser.error(f"unknown section(s) {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available")
-    global DEVICE
-    DEVICE = args.device
     torch.set_num_threads(args.threads)
+    use_clock(args.clock)
     warm_threads()
     print(f"machine: {machine(args.device)}; device {args.device}")
-    print(f"medians of {args.rounds} interleaved rounds{' (quick)' if args.quick else ''}\n")
+    print(
+        f"medians of {args.rounds} interleaved rounds{' (quick)' if args.quick else ''}, "
+        f"{'CPU time of the process' if args.clock == 'cpu' else 'elapsed time'}\n"
+    )
     runners = {"check": bench_check, "memory": bench_memory, "guard": bench_guard}
-    runners["cli"] = bench_cli
+    runners.update(coverage=bench_coverage, transposed=bench_transposed, cli=bench_cli)
     for section in SECTIONS:
         if section in only:
             start = time.perf_counter()
             print(f"## {section}\n")
             print(runners[section](args))
             print(f"\n({section}: {time.perf_counter() - start:.0f} s)\n", flush=True)
+    if FAILED:
+        print("\n".join(FAILED), file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -1,15 +1,17 @@
-"""What `cediag.watch()` costs a training step, and the two ways to intercept the loss.
+"""How `cediag.watch()` intercepts the loss, and what that costs, next to a TorchFunctionMode.
 
     python benchmarks/watch_overhead.py [--steps 2000] [--threads 1]
 
-Times one small training step (MLP 784-256-10, batch 64, SGD) in five settings:
+Times one small training step (`_loops.py`'s MLP 784-256-10, batch 64, SGD) in five settings:
   baseline          no cediag at all
   patch, off        watch() installed, guard disabled: the interception alone
   mode, off         a TorchFunctionMode that only looks for cross_entropy: the alternative
-  watch, schedule   watch() with its default schedule (full check on 10 calls, then every 100th;
-                    metadata checks every call)
+  watch, default    watch() with its default options: the sentinel on every call, the full
+                    check on the first 10 calls and every 100th
   watch, every=1    watch(every=1): the full check on every call
-Reports the median of several rounds, in microseconds per step, and the difference to baseline.
+Reports each setting's best round, in microseconds per step, and the difference to baseline;
+then per-call costs at (64, 10). `benchmarks/run.py --only guard` (guard_cost.py) has the
+interleaved medians and the breakdown of a guarded call.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import timeit
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from _loops import build_loop
 from torch.overrides import TorchFunctionMode
 
 import cediag
@@ -35,23 +38,6 @@ class LossOnlyMode(TorchFunctionMode):
         if func is F.cross_entropy:
             pass  # a check would go here
         return func(*args, **kwargs)
-
-
-def make_step():
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10))
-    opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    x = torch.randn(64, 784)
-    t = torch.randint(0, 10, (64,))
-    criterion = nn.CrossEntropyLoss()
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        loss = criterion(model(x), t)
-        loss.backward()
-        opt.step()
-
-    return step
 
 
 def time_steps(step, steps: int, rounds: int) -> float:
@@ -73,7 +59,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    step = make_step()
+    step = build_loop("MLP").stepper(nn.CrossEntropyLoss())
 
     def run(name, context_factory):
         cediag.summary(clear=True)
@@ -88,7 +74,7 @@ def main() -> None:
         "baseline": None,
         "patch, off": lambda: cediag.watch(enabled=False),
         "mode, off": LossOnlyMode,
-        "watch, schedule": cediag.watch,
+        "watch, default": cediag.watch,
         "watch, every=1": lambda: cediag.watch(every=1),
     }
     best: dict[str, float] = {}
@@ -122,16 +108,14 @@ def micro() -> None:
     with LossOnlyMode():
         ce_mode = per_call(lambda: F.cross_entropy(x, t))
         mm_mode = per_call(lambda: y @ y)
-    with cediag.watch(first=0, every=0):
-        ce_structure = per_call(lambda: F.cross_entropy(x, t), 5000)
+    with cediag.watch(first=1, every=0):
+        ce_sentinel = per_call(lambda: F.cross_entropy(x, t), 5000)
     with cediag.watch(every=1):
         ce_full = per_call(lambda: F.cross_entropy(x, t), 1000)
     print("per call (us): plain / patched / TorchFunctionMode")
     print(f"  F.cross_entropy (64, 10)  {ce:6.2f} / {ce_patch:6.2f} / {ce_mode:6.2f}")
     print(f"  other op (64x64 matmul)   {mm:6.2f} / {mm_patch:6.2f} / {mm_mode:6.2f}")
-    print(
-        f"  cross_entropy under watch: metadata checks {ce_structure:.1f}, full check {ce_full:.1f}"
-    )
+    print(f"  cross_entropy under watch: sentinel {ce_sentinel:.1f}, full check {ce_full:.1f}")
 
 
 if __name__ == "__main__":
