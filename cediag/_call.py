@@ -110,6 +110,13 @@ class Call:
     def is_float_input(self) -> bool:
         return self.input.dtype in FLOAT_DTYPES
 
+    def loss_dtype(self, dtype: torch.dtype) -> torch.dtype:
+        """The dtype the loss computes a tensor of `dtype` in: autocast runs cross_entropy in
+        float32, casting float16 and bfloat16 up and leaving float64 (and integers) alone."""
+        if self.autocast and dtype in (torch.float16, torch.bfloat16):
+            return torch.float32
+        return dtype
+
     @cached_property
     def on_meta(self) -> bool:
         return any(

@@ -115,11 +115,10 @@ def _meta_rejection(call: Call) -> str | None:
 
 def _index_target_rejection(call: Call) -> str | None:
     x, t, w = call.input, call.target, call.weight
-    # Under autocast, cross_entropy casts its floating inputs to float32 first.
-    if w is not None and w.dtype != x.dtype and not (call.autocast and w.dtype.is_floating_point):
-        return (
-            f"expected scalar type {dtype_name(x.dtype)} but found {dtype_name(w.dtype)} (weight)"
-        )
+    # Under autocast, cross_entropy casts float16 and bfloat16 to float32 first.
+    if w is not None and call.loss_dtype(w.dtype) != call.loss_dtype(x.dtype):
+        found, expected = dtype_name(call.loss_dtype(w.dtype)), dtype_name(call.loss_dtype(x.dtype))
+        return f"expected scalar type {expected} but found {found} (weight)"
     if t.dtype not in INDEX_DTYPES:
         return f"expected target dtype to be Long or Byte, but got {dtype_name(t.dtype)}"
     if (

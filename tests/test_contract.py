@@ -291,3 +291,18 @@ def test_huge_label_smoothing_is_reported_not_raised():
     assert report.by_rule("invalid-option").severity == "error"
     assert "too large for a float" in report.by_rule("invalid-option").message
     assert len(report.by_rule("invalid-option").message) < 200
+
+
+@pytest.mark.parametrize("x_dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
+@pytest.mark.parametrize("w_dtype", [torch.float32, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("n", [0, 2])
+def test_weight_dtype_under_autocast_agrees_with_torch(x_dtype, w_dtype, n):
+    # autocast casts float16 / bfloat16 to float32 and leaves float64: a float64 side still
+    # has to match the other.
+    x, t, w = torch.randn(n, 3).to(x_dtype), torch.zeros(n, dtype=torch.long), torch.ones(3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        raises = _torch_raises(F.cross_entropy, x, t, weight=w.to(w_dtype), reduction="sum")
+        report = cediag.check(x, t, weight=w.to(w_dtype), reduction="sum")
+    assert {d.rule for d in report.errors} - {"empty-batch"} == (
+        {"weight-dtype-mismatch"} if raises else set()
+    ), report

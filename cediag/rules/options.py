@@ -248,13 +248,16 @@ def weight_dtype_mismatch(ctx: Context) -> Finding | None:
         return None
     if not call.is_float_input:
         return None
-    if call.autocast and w.dtype.is_floating_point:
-        return None
+    if call.loss_dtype(w.dtype) == call.loss_dtype(call.input.dtype):
+        return None  # autocast casts both to float32
     if not weight_shape_ok(call):
         return None  # weight-shape-mismatch speaks first
+    under = (
+        " (autocast runs the loss in float32, but leaves float64 alone)" if call.autocast else ""
+    )
     return Finding(
         f"weight is {dtype_name(w.dtype)} but input is {dtype_name(call.input.dtype)}: torch "
-        "needs them to match.",
+        f"needs them to match{under}.",
         "weight.to(logits.dtype)",
         [tensor_evidence("weight", w), tensor_evidence("input", call.input)],
     )
