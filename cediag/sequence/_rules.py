@@ -151,7 +151,7 @@ def pad_trained_as_label(ctx: BatchContext) -> Finding | None:
     "pad-run-trained-as-label",
     "warning",
     "batch",
-    "label rows end in runs of one id far longer than its runs elsewhere",
+    "label rows start or end in runs of one id far longer than its runs elsewhere",
 )
 def pad_run_trained_as_label(ctx: BatchContext) -> Finding | None:
     """Padding is trained as a label: heuristic, without an attention mask.
