@@ -467,6 +467,15 @@ def test_a_saved_batch_is_read_back_safely(tmp_path):
     saved = load_batch(tmp_path / "batch.pt")
     assert sorted(saved.batch) == ["attention_mask", "input_ids", "labels"]
     assert codes(check_batch(saved.batch, **saved.options)) == {"CE501"}
+    # ids saved next to the batch
+    eos = _eos_batch(False)
+    torch.save(
+        {**eos, "pad_token_id": torch.tensor(EOS), "eos_token_id": torch.tensor(EOS)},
+        tmp_path / "eos.pt",
+    )
+    saved = load_batch(tmp_path / "eos.pt")
+    assert saved.options == {"pad_token_id": EOS, "eos_token_id": EOS}
+    assert "CE503" in codes(check_batch(saved.batch, **saved.options))
     torch.save({"input": torch.randn(2, 3), "target": torch.tensor([0, 1])}, tmp_path / "call.pt")
     assert load_batch(tmp_path / "call.pt") is None  # a loss call, not a batch
 
