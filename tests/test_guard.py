@@ -550,3 +550,8 @@ def test_a_typo_in_select_or_ignore_raises_instead_of_switching_checks_off(make)
     with pytest.raises(ValueError, match="matches no rule") as info:
         make()
     assert "did you mean" in str(info.value)
+
+
+def test_check_raises_on_a_select_typo_too():
+    with pytest.raises(ValueError, match="CE999: matches no rule"):
+        cediag.check(logits(), labels(), select=["CE999"])

@@ -357,13 +357,14 @@ def _patterns(values: list[str] | None, option: str) -> list[str] | None:
     """Split comma-separated rule patterns and refuse ones that match no rule (a typo in CI)."""
     if not values:
         return None
-    from ..rules import RULES, select_rules
+    from ..rules import validate_patterns
 
     patterns = [p.strip() for value in values for p in value.split(",") if p.strip()]
     for pattern in patterns:
-        if not select_rules([pattern]):
-            hint = _suggest(pattern, [*RULES, *(r.slug for r in RULES.values())])
-            fail(f"{option} {pattern}: matches no rule{hint}; see `cediag rules`")
+        try:
+            validate_patterns([pattern])
+        except ValueError as error:
+            fail(f"{option} {error}; see `cediag rules`")
     return patterns
 
 

@@ -90,9 +90,11 @@ def select_rules(
 ) -> list[Rule]:
     """Rules matching `select` (codes, code prefixes like `CE1`, or slugs) minus `ignore`.
 
-    A pattern that matches no rule selects nothing here; `validate_patterns` says so.
+    A pattern that matches no rule raises ValueError (`validate_patterns`).
     """
     select, ignore = _as_list(select), _as_list(ignore)
+    validate_patterns(select, "select")  # a typo must not switch every check off
+    validate_patterns(ignore, "ignore")
     chosen = [r for r in RULES.values() if not select or any(_matches(r, p) for p in select)]
     return [r for r in chosen if not ignore or not any(_matches(r, p) for p in ignore)]
 
