@@ -146,18 +146,13 @@ def _patterns(path: Path, where: str, value: Any) -> tuple[str, ...]:
             f"{path}: {where} must be a list of rule codes, prefixes or slugs, but got {value!r}"
         )
     patterns = tuple(p.strip() for p in value if p.strip())
-    from .rules import RULES, select_rules
+    from .rules import validate_patterns
 
-    names = [*RULES, *(r.slug for r in RULES.values())]
     for pattern in patterns:
-        if not select_rules([pattern]):
-            close = difflib.get_close_matches(
-                pattern.upper() if pattern[:2].lower() == "ce" else pattern.lower(), names, n=2
-            )
-            hint = f" (did you mean {' or '.join(close)}?)" if close else ""
-            raise SettingsError(
-                f"{path}: {where}: {pattern!r} matches no rule{hint}; see `cediag rules`"
-            )
+        try:
+            validate_patterns([pattern])
+        except ValueError as error:
+            raise SettingsError(f"{path}: {where}: {error}; see `cediag rules`") from None
     return patterns
 
 

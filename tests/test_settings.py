@@ -108,7 +108,7 @@ def test_every_key_is_read(project):
         ("[tool.cediag.guard]\nevery_n = 3", ["[tool.cediag.guard]", "unknown key 'every_n'"]),
         ('fail-on = "fatal"', ["fail-on must be one of error, warning, info", "'fatal'"]),
         ('format = "yaml"', ["format must be one of text, json"]),
-        ('select = ["CE999"]', ["'CE999' matches no rule"]),
+        ('select = ["CE999"]', ["CE999: matches no rule"]),
         ('ignore = ["softmax-aplied"]', ["did you mean softmax-applied"]),
         ("select = 3", ["select must be a list"]),
         ("[tool.cediag.guard]\nbudget = 2", ["budget must be a fraction"]),
