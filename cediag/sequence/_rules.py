@@ -8,14 +8,14 @@ model hook (`cediag.sequence.attach`) do.
 
 from __future__ import annotations
 
-from .._call import shape_str
+from .._call import dtype_name, shape_str
 from .._report import OptionEvidence, Severity, TensorEvidence, ValueEvidence
 from ..rules._registry import FAMILIES, Finding, Rule, rule
 from ._context import BatchContext
 from ._stats import BatchStats, count_over, pad_runs
 
 FAMILY = ("5", "Sequence context")
-PHASE = "batch"
+PHASE = "batch"  # the engine runs structure, values, final: never these
 # The batch rules, in code order. `register()` adds them to the shared catalogue (RULES), so
 # `cediag rules`, `cediag explain` and docs/rules.md list them; `check_batch` and the model
 # hook read this list, so they work whether or not the catalogue has been told.
@@ -79,8 +79,6 @@ def _ids_evidence(ctx: BatchContext) -> list[OptionEvidence]:
 
 
 def _tensor(role: str, t) -> TensorEvidence:
-    from .._call import dtype_name
-
     return TensorEvidence(role=role, shape=list(t.shape), dtype=dtype_name(t.dtype))
 
 
