@@ -280,3 +280,20 @@ def test_sentinel_reads_shifted_and_expanded_views():
     assert _reasons_of(logits[:, :-1].transpose(1, 2), t) == ("nonfinite",)
     probs = torch.randn(1, 1000).softmax(1).expand(100_000, 1000)  # 400 MB if copied
     assert "range" in _reasons_of(probs, torch.zeros(100_000, dtype=torch.long))
+
+
+def test_deferred_readings_are_read_when_a_watch_block_ends():
+    """Fewer calls than sync_every in the block: the block's end reads them and raises."""
+    with pytest.raises(cediag.CrossEntropyInputError, match="all-targets-ignored"):  # noqa: SIM117
+        with cediag.watch(sync="deferred", first=0):
+            for _ in range(3):
+                F.cross_entropy(torch.randn(4, 5), torch.full((4,), -100))  # NaN, unflagged yet
+    entry = cediag.summary().by_rule("all-targets-ignored")[0]
+    assert entry.first_call == 1 and entry.count == 3
+
+
+def test_a_block_leaving_with_an_exception_still_records_deferred_findings():
+    with pytest.raises(KeyError), cediag.watch(sync="deferred", first=0):
+        F.cross_entropy(torch.randn(4, 5) * float("nan"), torch.zeros(4, dtype=torch.long))
+        raise KeyError("the user's own error wins")
+    assert cediag.summary().by_rule("non-finite-logits")

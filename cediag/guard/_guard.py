@@ -77,11 +77,11 @@ def check_then_call(
     if opts.budget_fraction is not None and not guard.within_budget(opts):
         return function(*args, **kwargs)
     for_sink = guard.before_call(opts, binder, args, kwargs, criterion=criterion, loss=loss)
-    token = _IN_LOSS.set(True)
-    try:
+    try:  # set inside the try: an interrupt right after it must not leave the flag stuck
+        _IN_LOSS.set(True)
         result = function(*args, **kwargs)
     finally:
-        _IN_LOSS.reset(token)
+        _IN_LOSS.set(False)  # exact: callers get here only when the flag is False
     if for_sink:
         for report in for_sink:
             guard.sink(report)
@@ -390,9 +390,9 @@ class Guard:
         failing: list[Report] = []
         if self._readings or self._checks:
             failing += self._drain(opts, block=False, may_raise=True)
-        key = structure_key(args, kwargs, criterion, loss, opts)
-        signature = None if full else _lookup(self._signatures, key)
         try:
+            key = structure_key(args, kwargs, criterion, loss, opts)
+            signature = None if full else _lookup(self._signatures, key)
             if signature is None:
                 bound = binder.bind(args, kwargs)
                 if bound is None:
@@ -701,13 +701,13 @@ def structure_key(
             device = device or value.device
             parts.append((value.shape, value.dtype, value.device, value.layout))
         else:
-            parts.append((type(value), value))
+            parts.append(_object_key(value))
     for name, value in kwargs.items():
         if isinstance(value, torch.Tensor):
             device = device or value.device
             parts.append((name, value.shape, value.dtype, value.device, value.layout))
         else:
-            parts.append((name, type(value), value))
+            parts.append((name, _object_key(value)))
     if criterion is not None:
         parts.append(_criterion_options(criterion))
     parts.append(device is not None and _any_autocast() and autocast_enabled(device.type))
@@ -716,6 +716,25 @@ def structure_key(
 
 # One call that answers for every device type (torch >= 2.4); else assume it may be on.
 _any_autocast = getattr(torch._C, "_is_any_autocast_enabled", lambda: True)
+
+
+_PLAIN = (int, float, str, bool, type(None))
+
+
+def _object_key(value: Any) -> Any:
+    """A non-tensor argument in the structure key: a plain value as itself; an object (a loss
+    instance whose method is patched, say) by identity plus the plain attributes it holds, so
+    that changing `loss.ignore_index` between calls is seen."""
+    if type(value) in _PLAIN:
+        return (type(value), value)  # 3 and 3.0 are different ignore_index values to torch
+    state = getattr(value, "__dict__", None)
+    if state is None:
+        return (type(value), value)
+    return (
+        type(value),
+        id(value),
+        tuple((k, v) for k, v in state.items() if type(v) in _PLAIN),
+    )
 
 
 def _lookup(signatures: dict[tuple, _Signature], key: tuple) -> _Signature | None:

@@ -289,6 +289,9 @@ class watch(contextlib.ContextDecorator):  # noqa: N801 - used like a function
         finally:  # again: completes a leave that an interrupt cut short
             _close(self._block)  # type: ignore[arg-type]
             self._finalizer.detach()
+        # Nothing is dropped: deferred readings are read as the block ends, and raised here
+        # (on_error="raise") unless the block is already leaving with an exception.
+        self._block.guard.flush(may_raise=exc_info[0] is None)  # type: ignore[union-attr]
 
 
 def watching() -> bool:
