@@ -25,6 +25,7 @@ from ._call import FLOAT_DTYPES, Call, shape_str
 from ._report import CallSummary, Diagnostic, Report, ValueEvidence
 from ._statistics import probability_tolerance, whole_aminmax
 from .rules import RULES
+from .rules.targets import NO_IGNORE
 
 # Logits at least this large, as any rule calls extreme (CE307), are a reason to look closer.
 _EXTREME = {"half": 1e3, "full": 1e4}
@@ -297,7 +298,7 @@ def _target_diagnostic(plan: SentinelPlan, values: list, n: int) -> Diagnostic:
     return _diagnostic(
         "target-out-of-range",
         f"target values on call {n} run from {int(low)} to {int(high)}, outside [0, {c}) "
-        f"(ignore_index is {plan.ignore}).",
+        f"(ignore_index is {'none' if plan.ignore == NO_IGNORE else plan.ignore}).",
         f"remap the labels into 0..{c - 1}, drop the offending rows, or mark them with "
         "ignore_index",
         ValueEvidence(

@@ -21,12 +21,12 @@ from typing import Any
 
 import torch
 
+from ..rules.targets import NO_IGNORE
 from ._bind import ArgumentBinder
 
 Mapped = tuple[Any, Any, dict[str, Any]]
-# An ignore_index no target can equal, for losses that ignore nothing: a -100 or 255 label
-# is then out of range, as it is for their gather (a device-side assert on a GPU).
-NO_IGNORE = -(2**63)
+# Losses that ignore nothing are checked with ignore_index=NO_IGNORE, which no target can equal:
+# a -100 or 255 label is then out of range, as it is for their gather (a device-side assert).
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,16 @@ def _ignore(call: Call) -> int:
     return call.ignore_index if type(call.ignore_index) is int else -100
 
 
+# What a loss that ignores no label is checked with (the least int64: no class index is it).
+NO_IGNORE = -(2**63)
+
+
+def _ignore_text(call: Call) -> str:
+    """ignore_index for a message: its value, or "none" for a loss that ignores nothing."""
+    value = _ignore(call)
+    return "none (this loss ignores no label)" if value == NO_IGNORE else str(value)
+
+
 def _out_of_range_evidence(ctx: Context, stats: IndexTargetStats) -> ValueEvidence:
     call = ctx.call
     n_classes = call.presumed_n_classes or 0
@@ -391,7 +401,7 @@ def target_out_of_range(ctx: Context) -> Finding | None:
         fix = f"remap the labels into 0..{n - 1}, or mark padding with ignore_index (default -100)"
     return Finding(
         f"{s.out_of_range} of {s.numel} target values are outside [0, {n}) "
-        f"(min {fmt(s.valid_min)}, max {fmt(s.valid_max)}{where}); ignore_index is {_ignore(call)}.",
+        f"(min {fmt(s.valid_min)}, max {fmt(s.valid_max)}{where}); ignore_index is {_ignore_text(call)}.",
         fix,
         [evidence],
     )
@@ -476,7 +486,7 @@ def padding_label(ctx: Context) -> Finding | None:
         return None
     return Finding(
         f"{s.out_of_range} of {s.numel} target values are {value}, a padding/void label, but "
-        f"ignore_index is {_ignore(call)}.",
+        f"ignore_index is {_ignore_text(call)}.",
         f"F.cross_entropy(logits, target, ignore_index={value})  "
         f"# or nn.CrossEntropyLoss(ignore_index={value})",
         [
@@ -598,7 +608,7 @@ def pad_token_target(ctx: Context) -> Finding | None:
     return Finding(
         f"{len(lengths)} of {len(s.sequence_last)} target rows end in a run of token id {pad} "
         f"(up to {max(lengths)} of {length} positions): padding trained as a label, since "
-        f"ignore_index is {_ignore(call)}.",
+        f"ignore_index is {_ignore_text(call)}.",
         f"labels = labels.masked_fill(attention_mask == 0, -100)  # or ignore_index={pad} if "
         f"{pad} is only ever padding",
         [
