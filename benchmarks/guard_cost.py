@@ -123,6 +123,60 @@ def _time(fn: Callable[[], object]) -> float:
     return now() - start
 
 
+def in_step(loop_name: str, steps: int) -> str:
+    """The loss call inside a real step (caches the step has filled), with and without each
+    part of the guard: the loss-call phase alone is timed, every variant in turn each step."""
+    loop = build_loop(loop_name)
+    plain = nn.CrossEntropyLoss()
+    noop_guard = cediag.wrap(_nothing, first=1, every=0)
+    sentinel_only = cediag.wrap(nn.CrossEntropyLoss(), first=1, every=0)
+    default = cediag.wrap(nn.CrossEntropyLoss())
+    plan: list[SentinelPlan] = []
+
+    def sentinel(logits, t):
+        if not plan:
+            plan.append(SentinelPlan.of(bind_call(logits, t)))  # type: ignore[arg-type]
+        read_now(plan[0], logits, t)
+        return plain(logits, t)
+
+    variants: dict[str, Callable] = {
+        "loss alone": plain,
+        "+ torch.aminmax(logits)": lambda z, t: (torch.aminmax(z.detach()), plain(z, t))[1],
+        "+ sentinel (read_now)": sentinel,
+        "+ guard's sentinel path around a no-op": lambda z, t: (noop_guard(z, t), plain(z, t))[1],
+        "wrap, sentinel path only (every=0)": sentinel_only,
+        "wrap, default schedule": default,
+    }
+    samples: dict[str, list[float]] = {name: [] for name in variants}
+
+    def step(name: str, loss: Callable) -> None:
+        loop.opt.zero_grad(set_to_none=True)
+        logits = loop.model(loop.x)
+        start = now()
+        value = loss(logits, loop.t)
+        samples[name].append(now() - start)
+        value.backward()
+        loop.opt.step()
+
+    for _ in range(WARM_CALLS + 1):
+        for name, loss in variants.items():
+            step(name, loss)
+    for values in samples.values():
+        values.clear()
+    for _ in range(steps):
+        for name, loss in variants.items():
+            step(name, loss)
+    cediag.summary(clear=True)
+    base = statistics.median(samples["loss alone"])
+    rows = [
+        [name, _us(statistics.median(v)), "" if v is samples["loss alone"] else
+         f"+{_us(statistics.median(v) - base)}"]
+        for name, v in samples.items()
+    ]  # fmt: skip
+    headers = [f"{loop.description}: the loss call inside a step, {steps} steps", "median", "extra"]
+    return table(headers, rows)
+
+
 # ---------------------------------------------------------------------------------- per call
 
 
@@ -285,6 +339,7 @@ def report(quick: bool, loops: str | None = None) -> str:
         else:
             rounds, steps = (3, 100) if quick else (7, 100)
         out.append(per_step(name, rounds, steps))
+        out.append(in_step(name, (30 if quick else 400) if name == "MLP" else 60))
     out.append(per_call((64, 10), 5 if quick else 15))
     big = (1024, 32000) if quick else (4096, 32000)
     out.append(sentinel_vs_aminmax(big, 3 if quick else 9))
