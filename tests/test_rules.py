@@ -491,3 +491,15 @@ def test_a_bare_string_is_one_pattern_not_its_letters():
     validate_patterns("CE301")
     assert [r.code for r in select_rules("CE301")] == ["CE301"]
     assert [r.code for r in select_rules(None, "CE301")] == [c for c in RULES if c != "CE301"]
+
+
+def test_an_ignored_255_is_not_called_the_padding_label():
+    """The 255s are ignored; the 32 is the fault (and the count of each is 1 by coincidence)."""
+    report = cediag.check(
+        torch.randn(8, 32), torch.tensor([0, 32, 2, 3, 4, 5, 6, 255]), ignore_index=255
+    )
+    assert [d.rule for d in report.diagnostics] == ["target-out-of-range"]
+    report = cediag.check(
+        torch.randn(8, 32), torch.tensor([0, 33, 2, 3, 4, 5, 6, -1]), ignore_index=-1
+    )
+    assert [d.rule for d in report.diagnostics] == ["target-out-of-range"]

@@ -92,10 +92,13 @@ def padding_value(call: Call, s: IndexTargetStats) -> int | None:
     """-1, or 255 in a segmentation mask, used as the void label while ignore_index differs."""
     if s.out_of_range == 0:
         return None
-    if s.minus_one == s.out_of_range:
+    # The counts of -1 and 255 include ignored ones: a value ignore_index already covers is
+    # never the padding label (and its count matching out_of_range is a coincidence).
+    ignore = _ignore(call)
+    if ignore != -1 and s.minus_one == s.out_of_range:
         return -1
     n = call.presumed_n_classes or 0
-    if n < 255 and s.count(255) == s.out_of_range and not is_pixel_mask(call, s):
+    if n < 255 and ignore != 255 and s.count(255) == s.out_of_range and not is_pixel_mask(call, s):
         return 255
     return None
 
