@@ -5,9 +5,10 @@ The logits are read once (`torch.aminmax`: range, NaN and Inf in one pass). Ever
 computed on a few sampled rows (at most `SAMPLE_ROWS`), or on the targets, which are small
 (class indices) or needed in full anyway (probabilities). No full-size temporary of the logits is
 made: a transposed or channels-last tensor is read in its memory order, an expanded
-(zero-stride) one through the storage it repeats (`storage_view`), and the pass runs with
-autocast off, so that a caller's `torch.autocast` region cannot change or refuse its ops. The results are packed into one float64 tensor, so a check costs one host sync
-(`sync="eager"`) or none on the training path (`compute()` now, `read()` later).
+(zero-stride) one through the storage it repeats (`storage_view`). The pass runs with autocast
+off, so that a caller's `torch.autocast` region cannot change or refuse its ops. The results
+are packed into one float64 tensor, so a check costs one host sync (`sync="eager"`) or none on
+the training path (`compute()` now, `read()` later).
 
 Rules that need more (counting NaNs, locating bad targets) ask for it themselves, and only once
 the packed statistics say something is wrong.
