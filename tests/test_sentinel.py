@@ -297,3 +297,24 @@ def test_a_block_leaving_with_an_exception_still_records_deferred_findings():
         F.cross_entropy(torch.randn(4, 5) * float("nan"), torch.zeros(4, dtype=torch.long))
         raise KeyError("the user's own error wins")
     assert cediag.summary().by_rule("non-finite-logits")
+
+
+class _NoReductions(torch.Tensor):
+    """A subclass whose __torch_function__ refuses the reductions a checker would run."""
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        if getattr(func, "__name__", "") in ("aminmax", "amin", "amax", "sum", "masked_fill"):
+            raise RuntimeError("this tensor refuses to be reduced")
+        return super().__torch_function__(func, types, args, kwargs or {})
+
+
+def test_tensor_subclasses_are_read_as_the_tensors_they_hold():
+    ce = cediag.wrap(nn.CrossEntropyLoss(), first=1, every=0)  # the full check, then the sentinel
+    for step in range(5):
+        x, t = healthy(step)
+        ce(x.detach().as_subclass(_NoReductions), t)
+    bad = torch.tensor([0, 1, 2, 10] * 4)
+    with pytest.raises(cediag.CrossEntropyInputError, match="target-out-of-range"):
+        ce(healthy(9)[0].detach().as_subclass(_NoReductions), bad)
+    assert not any("failed" in note for note in cediag.summary().notes)

@@ -24,6 +24,7 @@ import sys
 import threading
 import warnings
 import weakref
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from time import perf_counter
 from types import CodeType, FrameType
@@ -468,6 +469,21 @@ class Guard:
             return signature.report, ""
         x, t = (args[0], args[1]) if binder is None else binder.pair(args, kwargs)
         COLLECTOR.count_call(values=True)
+        if type(x) is not torch.Tensor or type(t) is not torch.Tensor:  # read subclasses plainly
+            with torch._C.DisableTorchFunctionSubclass():
+                return self._measure(signature, plan, x, t, opts, state, n)
+        return self._measure(signature, plan, x, t, opts, state, n)
+
+    def _measure(
+        self,
+        signature: _Signature,
+        plan: SentinelPlan,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        opts: GuardOptions,
+        state: _SiteState,
+        n: int,
+    ) -> tuple[Report | None, str]:
         if opts.sync == "deferred":
             reading = _sentinel.measure(plan, x, t)
             with self._lock:  # read by the call that finds `sync_every` of them waiting
@@ -497,8 +513,19 @@ class Guard:
         self, call: Call, opts: GuardOptions, state: _SiteState, n: int, why: str | None
     ) -> Report | None:
         """Every rule, with one statistics pass: read now, or (deferred) when it has arrived.
-        The call itself was counted by the caller."""
+        The call itself was counted by the caller.
+
+        Tensor subclasses are read as the tensors they hold (their __torch_function__ is for
+        the loss), and autocast is off for the value rules' own second looks."""
         COLLECTOR.count_full()
+        device = call.input.device.type if call.tensors_ok else "cpu"
+        autocast = torch.autocast(device, enabled=False) if call.autocast else nullcontext()
+        with torch._C.DisableTorchFunctionSubclass(), autocast:
+            return self._full_inner(call, opts, state, n, why)
+
+    def _full_inner(
+        self, call: Call, opts: GuardOptions, state: _SiteState, n: int, why: str | None
+    ) -> Report | None:
         rules = _rules(opts)
         ctx = _engine.check_structure(call, rules)
         deferred = opts.sync == "deferred" and why is None and not ctx.has_error()
