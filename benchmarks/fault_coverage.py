@@ -111,6 +111,8 @@ def _run_fault(loop: Loop, criterion, fault: Fault, k: int) -> dict:
 
 def _forked(fn: Callable[[], dict]) -> dict:
     """Run `fn` in a child process (a copy of this one, guard state included)."""
+    if not hasattr(os, "fork"):
+        raise SystemExit("the coverage benchmark forks (os.fork): run it on Linux or macOS")
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child
