@@ -570,3 +570,23 @@ def test_dump_written_by_the_real_guard(tmp_path):
     report = Report.model_validate_json(result.stdout)
     assert report.by_rule("target-out-of-range") is not None
     assert report.call.ignore_index == 255  # the options came back with the dump
+
+
+@pytest.mark.parametrize("output_format", ["text", "json", "github", "sarif", "junit"])
+def test_values_not_checked_is_not_a_clean_pass(tmp_path, monkeypatch, output_format):
+    """A check that could not read the values says so in every format and exits 2, never 0."""
+    from cediag import _statistics
+
+    def unreadable(self):
+        raise MemoryError("can't allocate 40000000000 bytes")
+
+    monkeypatch.setattr(_statistics.StatisticsPlan, "compute", unreadable)
+    path = tmp_path / "batch.pt"
+    torch.save({"input": logits(), "target": labels()}, path)
+    result = cli("check", path, "--format", output_format)
+    assert result.exit_code == ExitCode.COULD_NOT_RUN
+    assert "values not checked" in result.stdout
+    assert "values not checked" in result.stderr
+    assert "could not be read (exit 2)" in result.stderr
+    exit_zero = cli("check", path, "--exit-zero")
+    assert exit_zero.exit_code == ExitCode.COULD_NOT_RUN

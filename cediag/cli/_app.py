@@ -222,7 +222,7 @@ def check(
 
     from .. import _io  # noqa: F401  (imports torch: most of a cold start)
     from .._report import Severity
-    from .formats import Checked, FileError, Options, writer
+    from .formats import Checked, FileError, Options, partial_reason, writer
 
     announce.done()
     if unsafe_load:
@@ -274,8 +274,12 @@ def check(
             out.close()
     reports = [r for r in results if isinstance(r, Checked)]
     failed = any(r.report.at_least(level) for r in reports)
+    # A check whose values could not be read is incomplete, never a clean pass.
+    partial = [r for r in reports if not r.report.values_checked]
+    for checked in partial:
+        sys.stderr.write(f"cediag: error: {checked.path}: {partial_reason(checked.report)}\n")
     if not quiet and reports:
-        _summary(reports, len(unreadable), level, failed, exit_zero)
+        _summary(reports, len(unreadable), level, failed, exit_zero, len(partial))
     if show_statistics and output_format not in (Format.text, Format.json) and not quiet:
         from rich.console import Console
 
@@ -283,7 +287,7 @@ def check(
 
         console = Console(stderr=True, soft_wrap=True, color_system=None if no_color else "auto")
         write_statistics(console, results)
-    if unreadable:
+    if unreadable or (partial and not failed):
         raise typer.Exit(ExitCode.COULD_NOT_RUN)
     raise typer.Exit(ExitCode.FINDINGS if failed and not exit_zero else ExitCode.CLEAN)
 
@@ -480,7 +484,9 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def _summary(reports, unreadable: int, level, failed: bool, exit_zero: bool) -> None:
+def _summary(
+    reports, unreadable: int, level, failed: bool, exit_zero: bool, partial: int = 0
+) -> None:
     """One sentence on stderr: "cediag: checked 3 files: 2 errors, 1 warning (exit 1: ...)."."""
     from .._render import count_phrase
 
@@ -490,6 +496,8 @@ def _summary(reports, unreadable: int, level, failed: bool, exit_zero: bool) -> 
     if unreadable:
         cannot = "file" if unreadable == 1 else "files"
         sentence += f"; {unreadable} more {cannot} could not be checked (exit 2)"
+    elif partial and not failed:
+        sentence += f"; the values of {_plural(partial, 'call')} could not be read (exit 2)"
     elif failed and exit_zero:
         sentence += " (exit 0: --exit-zero)"
     elif failed:

@@ -34,6 +34,15 @@ class Checked:
     report: Report
 
 
+def partial_reason(report: Report) -> str:
+    """Why the values of a checked call were not read (its first "values not checked" note):
+    such a check is incomplete, and the command exits 2 when nothing else failed it."""
+    for note in report.notes:
+        if note.startswith("values not checked"):
+            return note
+    return "values not checked: " + (report.notes[0] if report.notes else "unknown reason")
+
+
 class FileError(BaseModel):
     """A file that could not be checked: what is wrong with it and what to do (JSON: one entry).
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TextIO
 
-from . import Checked, Options, Result
+from . import Checked, Options, Result, partial_reason
 
 COMMAND = {"error": "error", "warning": "warning", "info": "notice"}
 UNREADABLE_TITLE = "cediag: could not check the file"
@@ -36,6 +36,9 @@ def write(results: Sequence[Result], options: Options, out: TextIO) -> None:
                 f"::error {properties}::{escape_data(f'{result.error} (fix: {result.fix})')}\n"
             )
             continue
+        if not result.report.values_checked:
+            properties = f"file={escape_property(result.path)},title=cediag: values not checked"
+            out.write(f"::error {properties}::{escape_data(partial_reason(result.report))}\n")
         for d in result.report.diagnostics:
             properties = (
                 f"file={escape_property(result.path)},title={escape_property(f'{d.code} {d.rule}')}"

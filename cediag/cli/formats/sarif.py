@@ -15,7 +15,7 @@ from typing import TextIO
 
 from ..._docs import rule_markdown
 from ...rules import RULES
-from . import Checked, Options, Result, errors
+from . import Checked, Options, Result, errors, partial_reason
 
 SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 LEVEL = {"error": "error", "warning": "warning", "info": "note"}
@@ -78,7 +78,17 @@ def write(results: Sequence[Result], options: Options, out: TextIO) -> None:
         }
         for e in unreadable
     ]
-    invocation: dict[str, object] = {"executionSuccessful": not unreadable}
+    notifications += [
+        {
+            "descriptor": {"id": "values-not-checked"},
+            "level": "error",
+            "message": {"text": f"{c.path}: {partial_reason(c.report)}"},
+            "locations": [location(c.path)],
+        }
+        for c in results
+        if isinstance(c, Checked) and not c.report.values_checked
+    ]
+    invocation: dict[str, object] = {"executionSuccessful": not notifications}
     if notifications:
         invocation["toolExecutionNotifications"] = notifications
     log = {
