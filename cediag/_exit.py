@@ -11,7 +11,8 @@ class ExitCode(IntEnum):
     CLEAN: nothing at or above `--fail-on` was found (or `--exit-zero` was given).
     FINDINGS: at least one finding at or above `--fail-on`.
     COULD_NOT_RUN: a file was missing, empty, truncated, unsafe or of the wrong kind, a key was
-    wrong, or an option was bad. The check did not run; `--exit-zero` does not change this.
+    wrong, or an option was bad; or a call's values could not be read and nothing else failed
+    the check. The check did not run (in full); `--exit-zero` does not change this.
     """
 
     CLEAN = 0
