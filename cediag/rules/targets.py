@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from .._call import Call, dtype_name, shape_str
+from .._call import Call, dtype_name, shape_str, torch_int
 from .._report import OptionEvidence, ValueEvidence
 from .._statistics import IndexTargetStats
 from ._context import Context, call_evidence, fmt, tensor_evidence
@@ -25,7 +25,10 @@ def _index_stats(ctx: Context) -> IndexTargetStats | None:
 
 
 def _ignore(call: Call) -> int:
-    return call.ignore_index if type(call.ignore_index) is int else -100
+    """ignore_index as torch reads it (np.int64(3), torch.tensor(3) included); -100 when torch
+    would reject it (an invalid-option finding says so)."""
+    value = torch_int(call.ignore_index)
+    return -100 if value is None else value
 
 
 # What a loss that ignores no label is checked with (the least int64: no class index is it).
