@@ -155,7 +155,9 @@ def test_random_legal_batches_stay_silent_on_every_call():
 # ---------------------------------------------------------------- deferred
 
 
-@pytest.mark.parametrize("fault", ["all-ignored", "nan-logits", "soft-targets-off"])
+@pytest.mark.parametrize(
+    "fault", ["all-ignored", "nan-logits", "soft-targets-off", "softmax-applied"]
+)
 def test_deferred_reports_a_fault_within_sync_every_calls(fault):
     """Faults torch itself lets through (a NaN loss, garbage soft targets): with
     sync="deferred" the reading is read at most `sync_every` calls later, and raised there."""
@@ -163,10 +165,10 @@ def test_deferred_reports_a_fault_within_sync_every_calls(fault):
     caught = _loop(ce, fault, steps=FAULT_AT + 8)
     assert caught is not None, "never reported"
     step, rule = caught
-    assert FAULT_AT < step <= FAULT_AT + 4 + 1
+    assert FAULT_AT < step <= FAULT_AT + 4  # read by the call that finds 4 readings waiting
     assert rule == FAULTS[fault]
-    entry = cediag.summary().by_rule(FAULTS[fault])[0]
-    assert entry.first_call == FAULT_AT
+    if fault != "softmax-applied":  # a hint: the full check runs on the call that read it
+        assert cediag.summary().by_rule(FAULTS[fault])[0].first_call == FAULT_AT
 
 
 def test_deferred_readings_are_read_at_summary():

@@ -120,7 +120,10 @@ class Site:
         return self.name, self.column
 
 
-_SKIP_CODES: dict[CodeType, bool] = {}  # code object -> lives in torch or cediag
+# id(code object) -> (the code object, whether it lives in torch or cediag). Keyed by id: a
+# code object's hash is recomputed from its bytecode on every lookup (microseconds for a long
+# function); holding the object keeps its id from being reused.
+_SKIP_CODES: dict[int, tuple[CodeType, bool]] = {}
 
 
 def user_frame(frame: FrameType | None) -> FrameType | None:
@@ -129,11 +132,13 @@ def user_frame(frame: FrameType | None) -> FrameType | None:
     frame on repeated calls, and no frame depth is assumed."""
     while frame is not None:
         code = frame.f_code
-        skip = _SKIP_CODES.get(code)
-        if skip is None:
+        known = _SKIP_CODES.get(id(code))
+        if known is not None:
+            skip = known[1]
+        else:
             skip = code.co_filename.startswith(_SKIP_DIRS)
             if len(_SKIP_CODES) < _MAX_CODES:
-                _SKIP_CODES[code] = skip
+                _SKIP_CODES[id(code)] = (code, skip)
         if not skip:
             return frame
         frame = frame.f_back
@@ -305,7 +310,10 @@ class Guard:
         self._sink = sink
         self._lock = threading.Lock()
         self._resolved: tuple[GuardOptions | None, GuardOptions | None] = (None, None)
-        self._sites: dict[tuple[CodeType, int] | None, _SiteState] = {}
+        # (id(code), instruction) of the user's frame -> its state; the code objects are kept
+        # in _site_codes, so an id stays its own.
+        self._sites: dict[tuple[int, int] | None, _SiteState] = {}
+        self._site_codes: list[CodeType] = []
         self._sites_by_name: dict[tuple[str, int], _SiteState] = {}
         # Call signatures whose structure checks raised no error: structure rules read nothing
         # else, so a repeat needs no re-check (training loops repeat a handful of shapes).
@@ -349,7 +357,7 @@ class Guard:
         if started is None or spent <= opts.budget_fraction * (perf_counter() - started):
             return True
         frame = user_frame(sys._getframe(1))
-        if frame is not None and (frame.f_code, frame.f_lasti) not in self._sites:
+        if frame is not None and (id(frame.f_code), frame.f_lasti) not in self._sites:
             return True
         with self._lock:
             self._over_budget_until = _LET_THROUGH
@@ -383,14 +391,14 @@ class Guard:
 
     def _look(self, opts, binder, args, kwargs, criterion, loss) -> list[Report]:
         state = self._site_state(user_frame(sys._getframe(1)))
+        failing: list[Report] = []
+        if self._readings or self._checks:  # first: a late hint asks for this call's full check
+            failing += self._drain(opts, block=False, may_raise=True)
         with self._lock:
             state.calls += 1
             n = state.calls
-            full = state.full_next or opts.full_check(n)
-            state.full_next = False
-        failing: list[Report] = []
-        if self._readings or self._checks:
-            failing += self._drain(opts, block=False, may_raise=True)
+            hinted, state.full_next = state.full_next, False
+            full = hinted or opts.full_check(n)
         try:
             key = structure_key(args, kwargs, criterion, loss, opts)
             signature = None if full else _lookup(self._signatures, key)
@@ -400,7 +408,9 @@ class Guard:
                     COLLECTOR.count_call(values=False)
                     return failing
                 call = bind_call(bound[0], bound[1], criterion=criterion, loss=loss, **bound[2])  # type: ignore[arg-type]
-                report, why = self._first_look(call, opts, full, state, n, key)
+                # A full check a late hint asked for is read at once, not deferred again.
+                hint = "a hint in a reading read late (sync='deferred')" if hinted else None
+                report, why = self._first_look(call, opts, full, state, n, key, hint)
             else:
                 report, why = self._sentinel(signature, binder, args, kwargs, opts, state, n)
                 call = None
@@ -416,23 +426,32 @@ class Guard:
         return failing
 
     def _site_state(self, frame: FrameType | None) -> _SiteState:
-        key = None if frame is None else (frame.f_code, frame.f_lasti)
+        key = None if frame is None else (id(frame.f_code), frame.f_lasti)
         state = self._sites.get(key)
         if state is None:
             site = site_of(frame)
             with self._lock:
                 state = self._sites_by_name.setdefault(site.key, _SiteState(site))
                 self._sites[key] = state
+                if frame is not None:
+                    self._site_codes.append(frame.f_code)  # keeps id(code) its own
         return state
 
     def _first_look(
-        self, call: Call, opts: GuardOptions, full: bool, state: _SiteState, n: int, key: tuple
+        self,
+        call: Call,
+        opts: GuardOptions,
+        full: bool,
+        state: _SiteState,
+        n: int,
+        key: tuple,
+        why: str | None,
     ) -> tuple[Report | None, str]:
-        """A signature not seen before (or a scheduled full check): the structure rules, then
-        the full check or the sentinel."""
+        """A signature not seen before (or a full check): the structure rules, then the full
+        check or the sentinel. `why`: a reason to read the full check now, even when deferred."""
         if full:
             COLLECTOR.count_call(values=True)
-            return self._full(call, opts, state, n, None), ""
+            return self._full(call, opts, state, n, why), ""
         rules = _rules(opts)
         ctx = _engine.check_structure(call, rules)
         if ctx.has_error() or not call.tensors_ok or (not ctx.found and ctx.rejection):
