@@ -114,9 +114,11 @@ def _masked_target_range(plan: SentinelPlan, t: torch.Tensor):
 def read_now(plan: SentinelPlan, x: torch.Tensor, t: torch.Tensor) -> tuple[str, ...]:
     """Measure one call and read the result at once (one small transfer on a GPU). Returns the
     reasons to look closer, () when the call looks healthy."""
-    if _autocast_on(x):  # statistics in the tensors' own dtypes, as the loss receives them
+    if _any_autocast() and _autocast_on(x):  # read in the dtypes the loss receives
         with torch.autocast(x.device.type, enabled=False):
             return read_now(plan, x, t)
+    if not x.requires_grad:
+        return _read_now(plan, x, t)
     # Not the no_grad() decorator: it costs more than the reductions on small inputs.
     grad = torch.is_grad_enabled()
     torch._C._set_grad_enabled(False)
@@ -127,7 +129,7 @@ def read_now(plan: SentinelPlan, x: torch.Tensor, t: torch.Tensor) -> tuple[str,
 
 
 def _read_now(plan: SentinelPlan, x: torch.Tensor, t: torch.Tensor) -> tuple[str, ...]:
-    low, high = whole_aminmax(x)
+    low, high = torch.aminmax(x) if x.is_contiguous() else whole_aminmax(x)
     if plan.probability_targets:
         packed = torch.stack((low.double(), high.double(), *_probability_parts(plan, t)))
         return reasons(plan, packed.tolist(), x)
@@ -227,6 +229,10 @@ def _range_hint(plan: SentinelPlan, low: float, high: float) -> bool:
     if low >= 0 and high <= 1 + _PROB_SLACK:
         return True
     return low == 0 or max(abs(low), abs(high)) >= plan.extreme
+
+
+# One call that answers for every device type (torch >= 2.4); else assume it may be on.
+_any_autocast = getattr(torch._C, "_is_any_autocast_enabled", lambda: True)
 
 
 def _autocast_on(x: torch.Tensor) -> bool:
