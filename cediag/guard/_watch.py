@@ -45,12 +45,13 @@ class _Block:
     """One entered `watch()`: its guard, whether it is still open, and the context's block
     before it (restored on leaving)."""
 
-    __slots__ = ("__weakref__", "guard", "open", "previous")
+    __slots__ = ("__weakref__", "detach", "guard", "open", "previous")
 
     def __init__(self, guard: Guard, previous: _Block | None):
         self.guard = guard
         self.previous = previous
         self.open = False
+        self.detach: Any = None  # removes the model's batch hook (watch(model=...))
 
 
 _ACTIVE: contextvars.ContextVar[_Block | None] = contextvars.ContextVar(
@@ -240,6 +241,9 @@ def _close(block: _Block) -> None:
     block.open = False
     if _ACTIVE.get() is block:  # another task's context keeps the closed block: inert
         _ACTIVE.set(block.previous)
+    detach, block.detach = block.detach, None
+    if detach is not None:
+        detach()
     with _LOCK:
         _OPEN.discard(block)
         _reconcile()
@@ -253,6 +257,10 @@ def _open(cm: watch) -> Guard:
         with _LOCK:
             _OPEN.add(block)
             _reconcile()
+        if cm._model is not None:  # the batches the model receives: their (B, T) context
+            from ..sequence._hooks import attach
+
+            block.detach = attach(cm._model, block.guard, cm._tokenizer)
         block.open = True
         _ACTIVE.set(block)
         return block.guard
@@ -267,16 +275,25 @@ class watch(contextlib.ContextDecorator):  # noqa: N801 - used like a function
     Takes the same options as `wrap`. Blocks nest: the innermost block's options apply. Read
     the findings with `cediag.summary()`. `with cediag.watch() as guard:` gives the block's
     `Guard`; `@cediag.watch(...)` guards each call of a function.
+
+    `model=` (and `tokenizer=`): also check every batch the model's forward receives with
+    `labels`, with its (B, T) structure, attention mask and pad/EOS ids (the CE5xx rules of
+    `cediag.check_batch`); the hook is removed when the block ends.
     """
 
-    def __init__(self, *, _sink: Any = None, **options: Any):
+    def __init__(
+        self, *, model: Any = None, tokenizer: Any = None, _sink: Any = None, **options: Any
+    ):
         self._options = options
         self._sink = _sink
+        self._model, self._tokenizer = model, tokenizer
         self._block: _Block | None = None
         self._finalizer: Any = None
 
     def _recreate_cm(self) -> watch:  # a decorated function's calls each get their own block
-        return watch(_sink=self._sink, **self._options)
+        return watch(
+            model=self._model, tokenizer=self._tokenizer, _sink=self._sink, **self._options
+        )
 
     def __enter__(self) -> Guard:
         if self._block is not None and self._block.open:
