@@ -590,3 +590,18 @@ def test_values_not_checked_is_not_a_clean_pass(tmp_path, monkeypatch, output_fo
     assert "could not be read (exit 2)" in result.stderr
     exit_zero = cli("check", path, "--exit-zero")
     assert exit_zero.exit_code == ExitCode.COULD_NOT_RUN
+
+
+def test_a_saved_language_model_batch_is_checked_with_the_sequence_rules(tmp_path):
+    ids = torch.tensor([[5, 6, 7, 0, 0], [5, 8, 9, 10, 0]])
+    mask = (ids != 0).long()
+    bad = tmp_path / "bad.pt"
+    torch.save({"input_ids": ids, "attention_mask": mask, "labels": ids.clone()}, bad)
+    result = cli("check", bad, "--format", "json")
+    assert result.exit_code == ExitCode.FINDINGS
+    codes = [d["code"] for d in json.loads(result.stdout)["diagnostics"]]
+    assert codes == ["CE501"]
+    good = tmp_path / "good.pt"
+    labels = ids.masked_fill(mask == 0, -100)
+    torch.save({"input_ids": ids, "attention_mask": mask, "labels": labels}, good)
+    assert cli("check", good).exit_code == ExitCode.CLEAN

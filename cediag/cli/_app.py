@@ -392,8 +392,15 @@ def _load_calls(files, weight, input_key, target_key, weight_key, unsafe, quiet=
         )
 
     def whole(path: str):
-        """A whole-call file; IncompleteCall (one tensor, no target) passes through."""
+        """A whole-call file, or a language-model batch (input_ids + labels, no logits);
+        IncompleteCall (one tensor, no target) passes through."""
         try:
+            if input_key is None and target_key is None:
+                from ..sequence._io import load_batch
+
+                batch = load_batch(path, unsafe=unsafe)
+                if batch is not None:
+                    return batch
             return load(path, weight=weight, unsafe=unsafe, **keys)
         except IncompleteCall:
             raise
@@ -442,7 +449,15 @@ def _load_calls(files, weight, input_key, target_key, weight_key, unsafe, quiet=
 
 def _check(saved, overrides, select, ignore, path, quiet=False):
     from .._engine import check as run_check
+    from ..sequence._io import SavedBatch
 
+    if isinstance(saved, SavedBatch):  # a language-model batch: the sequence-context rules
+        from ..sequence import check_batch
+
+        options = dict(saved.options)
+        if overrides.get("ignore_index") is not None:
+            options["ignore_index"] = overrides["ignore_index"]
+        return check_batch(saved.batch, **options, select=select, ignore=ignore)
     kwargs = saved.check_kwargs(**overrides)
     if quiet or not sys.stderr.isatty():
         return run_check(**kwargs, select=select, ignore=ignore)

@@ -12,6 +12,12 @@ from ._registry import (
     validate_patterns,
 )
 
+# The sequence-context rules (CE5xx, phase "batch") live with their family in cediag.sequence;
+# the catalogue lists them too, so `cediag rules`, `explain`, docs and select patterns know them.
+from ..sequence._rules import register as _register_sequence_rules  # noqa: E402
+
+_register_sequence_rules()
+
 # Registration follows module import order; the catalogue reads in code order.
 for _code in sorted(RULES):
     RULES[_code] = RULES.pop(_code)
