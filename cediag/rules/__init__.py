@@ -12,9 +12,15 @@ from ._registry import (
     validate_patterns,
 )
 
-# The sequence-context rules (CE5xx, phase "batch") live with their family in cediag.sequence;
-# the catalogue lists them too, so `cediag rules`, `explain`, docs and select patterns know them.
-from ..sequence._rules import register as _register_sequence_rules  # noqa: E402
+
+def _register_sequence_rules() -> None:
+    """The sequence-context rules (CE5xx, phase "batch") live with their family in
+    cediag.sequence; the catalogue lists them too, so `cediag rules`, `explain`, the docs and
+    select patterns know them. Imported here, after the registry is complete."""
+    from ..sequence._rules import register
+
+    register()
+
 
 _register_sequence_rules()
 
