@@ -25,6 +25,8 @@ _EXPORTS = {
     "Severity": "._report",
     "ExitCode": "._exit",
     "load": "._io",
+    "LoadError": "._io",
+    "SavedCall": "._io",
     "RULES": ".rules",
     "find_rule": ".rules",
     "CediagWarning": ".guard",
@@ -45,7 +47,9 @@ __all__ = [  # the same names as _EXPORTS, spelled out for linters and type chec
     "Diagnostic",
     "ExitCode",
     "GuardSummary",
+    "LoadError",
     "Report",
+    "SavedCall",
     "Severity",
     "check",
     "check_batch",
@@ -76,7 +80,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from ._engine import check
     from ._exit import ExitCode
-    from ._io import load
+    from ._io import LoadError, SavedCall, load
     from ._report import SCHEMA_VERSION, CrossEntropyInputError, Diagnostic, Report, Severity
     from .guard import (
         CediagWarning,
