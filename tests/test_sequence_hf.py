@@ -287,3 +287,23 @@ def _copy(tok):
     import copy
 
     return copy.deepcopy(tok)
+
+
+def test_watch_without_model_catches_padding_inside_the_models_own_loss(tokenizer):
+    """transformers' causal-LM loss flattens the shifted labels before F.cross_entropy; the
+    shift's one ignore_index per row gives the rows back to pad-token-target (CE210)."""
+    import cediag
+
+    texts = ["a dog ran in the park today and then it slept", "hello world", "the cat sat"]
+    batch = dict(encode(tokenizer, texts))
+    batch["labels"] = batch["input_ids"].clone()
+    model = gpt2(tokenizer)
+    COLLECTOR.clear()
+    with pytest.warns(CediagWarning, match="CE210 pad-token-target"), cediag.watch(on_error="warn"):
+        model(**batch).loss.backward()
+    batch["labels"] = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    COLLECTOR.clear()
+    with warnings.catch_warnings(record=True) as caught, cediag.watch(on_error="warn"):
+        warnings.simplefilter("always")
+        model(**batch).loss.backward()
+    assert not [w for w in caught if isinstance(w.message, CediagWarning)]

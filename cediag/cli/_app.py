@@ -395,17 +395,13 @@ def _load_calls(files, weight, input_key, target_key, weight_key, unsafe, quiet=
         """A whole-call file, or a language-model batch (input_ids + labels, no logits);
         IncompleteCall (one tensor, no target) passes through."""
         try:
-            if input_key is None and target_key is None:
-                from ..sequence._io import load_batch
-
-                batch = load_batch(path, unsafe=unsafe)
-                if batch is not None:
-                    return batch
             return load(path, weight=weight, unsafe=unsafe, **keys)
         except IncompleteCall:
             raise
         except Exception as error:
-            return error_of(error, path)
+            # Not a call: a batch, read only then (a call file is read, and unpickled, once).
+            batch = _saved_batch(path, unsafe) if input_key is None and target_key is None else None
+            return batch if batch is not None else error_of(error, path)
 
     def incomplete(error: IncompleteCall) -> FileError:
         return FileError(path=error.path, error=error.problem, fix=error.hint)
@@ -445,6 +441,16 @@ def _load_calls(files, weight, input_key, target_key, weight_key, unsafe, quiet=
         except IncompleteCall as error:
             calls.append((path, incomplete(error)))
     return calls
+
+
+def _saved_batch(path: str, unsafe: bool):
+    """A collated batch dict (`input_ids` + `labels`, no logits), or None."""
+    from ..sequence._io import load_batch
+
+    try:
+        return load_batch(path, unsafe=unsafe)
+    except Exception:  # the call loader's error names the file's problem
+        return None
 
 
 def _check(saved, overrides, select, ignore, path, quiet=False):

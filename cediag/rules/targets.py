@@ -569,6 +569,10 @@ def pad_token_target(ctx: Context) -> Finding | None:
     Fires on (B, T) targets of a sequence model when at least two rows end in a run of the same
     token id (at least 4 long), that id occurs nowhere else in those rows (a real class, like
     trailing "silence" or "O" labels, also occurs mid-sequence), and it is not `ignore_index`.
+    Also on the flattened (B*T,) labels a causal LM's own loss passes (transformers pads each
+    row with one `ignore_index` before its shift, which gives the rows back): there at least two
+    rows must start or end in a run of one id at least 4 long and 3 times longer than any run
+    of it elsewhere, so a pad id that is also a real token is still found.
 
     ## Why is this bad?
     The model is trained to predict padding: the loss is dominated by easy pad tokens and the
@@ -592,6 +596,8 @@ def pad_token_target(ctx: Context) -> Finding | None:
     """
     call = ctx.call
     s = _index_stats(ctx)
+    if s is not None and call.target.dim() == 1 and call.input.dim() == 2:
+        return _flat_pad_token_target(ctx, s)
     if s is None or len(s.sequence_last) < 2:
         return None
     length = call.target.shape[1]
@@ -620,6 +626,33 @@ def pad_token_target(ctx: Context) -> Finding | None:
         [
             ValueEvidence(
                 role="target", what=f"trailing runs of {pad}", count=sum(lengths), total=s.numel
+            )
+        ],
+    )
+
+
+def _flat_pad_token_target(ctx: Context, s: IndexTargetStats) -> Finding | None:
+    """CE210 on flattened labels: the rows come back from the shift's one ignore_index per row."""
+    call = ctx.call
+    if s.ignored < 2 or s.ignored * 8 > s.numel:  # B sentinels in B*T labels, T >= 8
+        return None
+    from ..sequence._stats import flat_pad_runs
+
+    runs = flat_pad_runs(call.target, _ignore(call))
+    if runs is None or runs.rows_padded < 2:
+        return None
+    return Finding(
+        f"{runs.rows_padded} of {runs.rows} rows of the flattened labels (rows of {runs.length + 1}, "
+        f"read from the shift's one ignore_index per row) start or end in a run of token id "
+        f"{runs.token} (up to {runs.longest_edge} positions): padding trained as a label, since "
+        f"ignore_index is {_ignore(call)}.",
+        "labels = labels.masked_fill(attention_mask == 0, -100)  # before the model call",
+        [
+            ValueEvidence(
+                role="target",
+                what=f"edge runs of {runs.token}",
+                count=runs.padded_positions,
+                total=s.numel,
             )
         ],
     )
