@@ -82,10 +82,10 @@ def check_structure(call: Call, rules: list[Rule] | None = None) -> Context:
     rules = list(RULES.values()) if rules is None else rules
     ctx = Context(call)
     if not call.tensors_ok:
-        _run(ctx, [r for r in rules if r.slug in ("not-a-tensor", "invalid-option")])
+        run_rules(ctx, [r for r in rules if r.slug in ("not-a-tensor", "invalid-option")])
         return ctx
     ctx.activation = final_activation(call.input)
-    _run(ctx, [r for r in rules if r.phase == "structure"])
+    run_rules(ctx, [r for r in rules if r.phase == "structure"])
     return ctx
 
 
@@ -133,13 +133,13 @@ def evaluate(
     rules = list(RULES.values()) if rules is None else rules
     if plan is not None and values is not None:
         ctx.stats = plan.read(values)
-        _run(ctx, [r for r in rules if r.phase == "values"])
+        run_rules(ctx, [r for r in rules if r.phase == "values"])
     elif ctx.call.tensors_ok and not ctx.notes:
         ctx.notes.append(
             "values not checked: the tensors hold no readable data (meta device or dtype)"
         )
     if ctx.call.tensors_ok:
-        _run(ctx, [r for r in rules if r.phase == "final"])
+        run_rules(ctx, [r for r in rules if r.phase == "final"])
     return ctx
 
 
@@ -154,7 +154,9 @@ def build_report(ctx: Context) -> Report:
     )
 
 
-def _run(ctx: Context, rules: list[Rule]) -> None:
+def run_rules(ctx: Any, rules: list[Rule]) -> None:
+    """Run `rules` on `ctx` (any context with `found` and `notes`): each finding becomes a
+    Diagnostic, and a rule that fails becomes a note, never an exception."""
     for rule in rules:
         try:
             finding = rule.function(ctx)

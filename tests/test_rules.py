@@ -271,7 +271,8 @@ CASES: dict[str, Case] = {
 
 
 def test_every_rule_has_cases():
-    assert set(CASES) == {r.slug for r in RULES.values()}
+    # The sequence-context rules (phase "batch") have theirs in tests/test_sequence.py.
+    assert set(CASES) == {r.slug for r in RULES.values() if r.phase != "batch"}
 
 
 @pytest.mark.parametrize("slug", list(CASES))
@@ -467,7 +468,7 @@ def test_ignored_targets_do_not_count_towards_many():
 @pytest.mark.parametrize(
     ("patterns", "named", "suggested"),
     [
-        (["CE999"], "CE999: matches no rule", "did you mean CE309 or CE209?"),
+        (["CE999"], "CE999: matches no rule", "did you mean CE509 or CE309?"),
         (["CE3", "softmax-aplied"], "softmax-aplied: matches no rule", "softmax-applied"),
         (["ce30l"], "ce30l: matches no rule", "CE30"),
     ],

@@ -131,25 +131,9 @@ def _readable(ctx: BatchContext) -> bool:
 
 
 def run_rules(ctx: BatchContext, rules: list[Rule]) -> None:
-    for r in rules:
-        try:
-            finding = r.function(ctx)
-        except Exception as error:  # a checker must never break the step it guards
-            ctx.notes.append(
-                f"rule {r.code} {r.slug} could not run: {type(error).__name__}: {error}"
-            )
-            continue
-        if finding is not None:
-            ctx.found.append(
-                Diagnostic(
-                    code=r.code,
-                    rule=r.slug,
-                    severity=r.severity,
-                    message=finding.message,
-                    fix=finding.fix,
-                    evidence=finding.evidence,
-                )
-            )
+    from .._engine import run_rules as run  # the engine's: findings and failures, one way
+
+    run(ctx, rules)
 
 
 def summary(ctx: BatchContext) -> CallSummary:
