@@ -51,3 +51,15 @@ def test_a_clean_batch_under_watch_with_the_model_is_silent(tokenizer):  # noqa:
     summary = cediag.summary()
     assert summary.entries == [] and summary.calls >= 3
     assert torch.is_grad_enabled()
+
+
+def test_a_finding_inside_transformers_loss_points_at_the_users_line(tokenizer):  # noqa: F811
+    model = gpt2(tokenizer)
+    batch = dict(encode(tokenizer, TEXTS[:3]))
+    batch["labels"] = batch["input_ids"].clone()  # pad left in: CE210 inside transformers' loss
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with cediag.watch(on_error="warn"):
+            model(**batch)
+    sites = {e.site for e in cediag.summary().entries}
+    assert sites and all(site.startswith("tests/test_watch_model.py:") for site in sites), sites

@@ -107,6 +107,22 @@ _SITE_NAMES: dict[str, str] = {}
 _MAX_CODES = 100_000
 
 
+# Libraries whose losses call F.cross_entropy for the user (transformers' loss_utils, say): a
+# finding is attributed to the user's line that called into them, not to theirs.
+_LIBRARIES = ("transformers", "timm", "segmentation_models_pytorch", "liger_kernel")
+
+
+def _library_dirs() -> tuple[str, ...]:
+    """The folders of those libraries that are imported (read on a code object's first sight)."""
+    dirs = []
+    for name in _LIBRARIES:
+        module = sys.modules.get(name)
+        path = getattr(module, "__file__", None)
+        if path:
+            dirs.append(os.path.dirname(path) + os.sep)
+    return tuple(dirs)
+
+
 @dataclass(frozen=True)
 class Site:
     name: str  # "train.py:42"
@@ -136,7 +152,7 @@ def user_frame(frame: FrameType | None) -> FrameType | None:
         if known is not None:
             skip = known[1]
         else:
-            skip = code.co_filename.startswith(_SKIP_DIRS)
+            skip = code.co_filename.startswith(_SKIP_DIRS + _library_dirs())
             if len(_SKIP_CODES) < _MAX_CODES:
                 _SKIP_CODES[id(code)] = (code, skip)
         if not skip:
