@@ -555,3 +555,17 @@ def test_a_typo_in_select_or_ignore_raises_instead_of_switching_checks_off(make)
 def test_check_raises_on_a_select_typo_too():
     with pytest.raises(ValueError, match="CE999: matches no rule"):
         cediag.check(logits(), labels(), select=["CE999"])
+
+
+def test_a_raised_finding_shows_the_users_frame_not_the_guards_internals():
+    import traceback
+
+    ce = cediag.wrap(nn.CrossEntropyLoss())
+    bad = labels()
+    bad[0] = 9
+    with pytest.raises(cediag.CrossEntropyInputError) as info:
+        ce(logits(), bad)
+    frames = traceback.extract_tb(info.value.__traceback__)
+    ours = [f for f in frames if "/cediag/" in f.filename.replace("\\\\", "/")]
+    assert frames[0].filename == __file__  # the user's line comes first
+    assert len(ours) <= 2, [f"{f.filename}:{f.name}" for f in ours]  # the entry point and one more

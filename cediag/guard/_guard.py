@@ -77,7 +77,12 @@ def check_then_call(
         return function(*args, **kwargs)
     if opts.budget_fraction is not None and not guard.within_budget(opts):
         return function(*args, **kwargs)
-    for_sink = guard.before_call(opts, binder, args, kwargs, criterion=criterion, loss=loss)
+    try:
+        for_sink = guard.before_call(opts, binder, args, kwargs, criterion=criterion, loss=loss)
+    except CrossEntropyInputError as error:
+        # Raised from here, without the guard's inner frames: the traceback shows the user's
+        # line, the loss's own frames and this one.
+        raise error.with_traceback(None) from None
     try:  # set inside the try: an interrupt right after it must not leave the flag stuck
         _IN_LOSS.set(True)
         result = function(*args, **kwargs)
