@@ -175,3 +175,19 @@ def test_logits_in_any_layout_cost_what_contiguous_ones_cost(kind):
     # statistics), at most 5% of the logits: a copy of the view would be 100%.
     got = _measure(kind)
     assert got["extra"] <= got["contiguous_extra"] + 0.05 * got["logits"], got
+
+
+def test_second_looks_read_an_expanded_tensor_through_its_storage():
+    """The counts and positions of a rule's second look on an expanded (10**6, 1000) view of
+    one softmax row: exact, and read once (not a million times)."""
+    from cediag.rules._locate import count_and_locate, dim_sum_range
+
+    row = torch.randn(1, 1000).softmax(1)
+    x = row.expand(10**6, 1000)
+    count, positions = count_and_locate(x, lambda chunk: chunk > 0.002)
+    assert count == int((row > 0.002).sum()) * 10**6
+    assert all(bool(x[tuple(p)] > 0.002) for p in positions)
+    low, high = dim_sum_range(x, 1)
+    assert abs(low - 1) < 1e-4 and abs(high - 1) < 1e-4
+    small = torch.randn(3, 1, 5).expand(3, 4, 5)
+    assert count_and_locate(small, lambda c: c > 0)[0] == int((small > 0).sum())
