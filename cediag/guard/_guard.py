@@ -347,9 +347,6 @@ class Guard:
         self._spent = 0.0
         self._over_budget_until = 0  # calls still to let through before the clock is read
 
-    # Entry points written before the budget moved into check_then_call read this first.
-    countdown = 0
-
     def options(self) -> GuardOptions:
         """The context's default with this entry point's options on top (cached per default)."""
         base = current_options()
