@@ -304,7 +304,15 @@ def bind_call(
     return Call(input, target, weight, ignore_index, reduction, label_smoothing, loss, autocast)
 
 
+# One call that answers for every device type (torch >= 2.4); else assume it may be on.
+_any_autocast = getattr(torch._C, "_is_any_autocast_enabled", lambda: True)
+
+
 def autocast_enabled(device_type: str) -> bool:
+    """Whether autocast is on for `device_type` (read on every guarded call: one cheap probe
+    first, since autocast is off in most steps)."""
+    if not _any_autocast():
+        return False
     try:
         return torch.is_autocast_enabled(device_type)
     except (TypeError, RuntimeError):  # older torch, or a device type autocast does not know

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from ._call import FLOAT_DTYPES, Call, shape_str
+from ._call import FLOAT_DTYPES, Call, autocast_enabled, shape_str
 from ._report import CallSummary, Diagnostic, Report, ValueEvidence
 from ._statistics import probability_tolerance, whole_aminmax
 from .rules import RULES
@@ -114,7 +114,7 @@ def _masked_target_range(plan: SentinelPlan, t: torch.Tensor):
 def read_now(plan: SentinelPlan, x: torch.Tensor, t: torch.Tensor) -> tuple[str, ...]:
     """Measure one call and read the result at once (one small transfer on a GPU). Returns the
     reasons to look closer, () when the call looks healthy."""
-    if _any_autocast() and _autocast_on(x):  # read in the dtypes the loss receives
+    if autocast_enabled(x.device.type):  # read in the dtypes the loss receives
         with torch.autocast(x.device.type, enabled=False):
             return read_now(plan, x, t)
     if not x.requires_grad:
@@ -139,16 +139,6 @@ def _read_now(plan: SentinelPlan, x: torch.Tensor, t: torch.Tensor) -> tuple[str
     low, high = low.item(), high.item()
     t_low, t_high = torch.aminmax(t)
     t_low, t_high = t_low.item(), t_high.item()
-    if (
-        t_low >= 0
-        and t_high < plan.n_classes
-        and not (plan.mean and t_low == t_high == plan.ignore)
-        and low < 0 < high < plan.extreme  # finite, not an activation's range (the usual case)
-        and -plan.extreme < low
-        and plan.loss == "cross_entropy"
-        and (x.grad_fn is None or type(x.grad_fn).__name__ not in _ACTIVATION_NODES[plan.loss])
-    ):
-        return ()
     ignored = None
     if not _targets_plainly_valid(plan, t_low, t_high):
         m_low, m_high, m_ignored = _masked_target_range(plan, t)
@@ -162,7 +152,7 @@ def measure(plan: SentinelPlan, x: torch.Tensor, t: torch.Tensor) -> torch.Tenso
     """One packed float64 reading on the tensors' device, without synchronising:
     [logits min, logits max, then targets: min, max, ignored count, count] for class indices,
     [min, max, least row sum, greatest row sum] for probabilities."""
-    if _autocast_on(x):
+    if autocast_enabled(x.device.type):
         with torch.autocast(x.device.type, enabled=False):
             return measure(plan, x, t)
     low, high = whole_aminmax(x)
@@ -229,17 +219,6 @@ def _range_hint(plan: SentinelPlan, low: float, high: float) -> bool:
     if low >= 0 and high <= 1 + _PROB_SLACK:
         return True
     return low == 0 or max(abs(low), abs(high)) >= plan.extreme
-
-
-# One call that answers for every device type (torch >= 2.4); else assume it may be on.
-_any_autocast = getattr(torch._C, "_is_any_autocast_enabled", lambda: True)
-
-
-def _autocast_on(x: torch.Tensor) -> bool:
-    try:
-        return torch.is_autocast_enabled(x.device.type)
-    except (TypeError, RuntimeError):  # older torch, or a device type autocast does not know
-        return False
 
 
 # ---------------------------------------------------------------------- late readings

@@ -774,12 +774,8 @@ def structure_key(
             parts.append((name, _object_key(value)))
     if criterion is not None:
         parts.append(_criterion_options(criterion))
-    parts.append(device is not None and _any_autocast() and autocast_enabled(device.type))
+    parts.append(device is not None and autocast_enabled(device.type))
     return tuple(parts)
-
-
-# One call that answers for every device type (torch >= 2.4); else assume it may be on.
-_any_autocast = getattr(torch._C, "_is_any_autocast_enabled", lambda: True)
 
 
 _PLAIN = (int, float, str, bool, type(None))
