@@ -13,7 +13,7 @@ import torch
 
 Activation = Literal["softmax", "log_softmax", "sigmoid", "relu"]
 
-_ACTIVATIONS: dict[str, Activation] = {
+ACTIVATION_NODES: dict[str, Activation] = {
     "SoftmaxBackward0": "softmax",
     "LogSoftmaxBackward0": "log_softmax",
     "SigmoidBackward0": "sigmoid",
@@ -63,9 +63,9 @@ def final_activation(x: torch.Tensor) -> ActivationNode | None:
         if node is None:
             return None
         name = type(node).__name__
-        if name in _ACTIVATIONS:
+        if name in ACTIVATION_NODES:
             return ActivationNode(
-                _ACTIVATIONS[name], name, _saved_dim(node, x.dim()) if exact else None
+                ACTIVATION_NODES[name], name, _saved_dim(node, x.dim()) if exact else None
             )
         if name in _RESHAPING:
             exact = False

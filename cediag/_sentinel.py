@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from ._call import FLOAT_DTYPES, Call, autocast_enabled, shape_str
+from ._graph import ACTIVATION_NODES
 from ._report import CallSummary, Diagnostic, Report, ValueEvidence
 from ._statistics import probability_tolerance, whole_aminmax
 from .rules import RULES
@@ -32,17 +33,9 @@ _EXTREME = {"half": 1e3, "full": 1e4}
 # Autograd nodes that end an activation the loss applies itself (softmax, log_softmax) or that
 # makes no sense before it (sigmoid, relu): the full check reads the graph for the details.
 _ACTIVATION_NODES = {
-    "cross_entropy": frozenset(
-        {
-            "SoftmaxBackward0",
-            "LogSoftmaxBackward0",
-            "SigmoidBackward0",
-            "SigmoidBackward1",
-            "ReluBackward0",
-        }
-    ),
+    "cross_entropy": frozenset(ACTIVATION_NODES),
     # log_softmax is what F.nll_loss expects; any other final activation is a mistake.
-    "nll": frozenset({"SoftmaxBackward0", "SigmoidBackward0", "SigmoidBackward1", "ReluBackward0"}),
+    "nll": frozenset(n for n, kind in ACTIVATION_NODES.items() if kind != "log_softmax"),
 }
 # Float slack on the [0, 1] range of logits that look like probabilities.
 _PROB_SLACK = 1e-2
