@@ -16,8 +16,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from .._declaration import LossFamily, Option
 from .call import LinearCall, bind_linear_call
 
@@ -52,8 +50,6 @@ def _entry_points():
     return ENTRY_POINTS
 
 
-_CRITERION = getattr(torch.nn, "LinearCrossEntropyLoss", None)  # torch >= 2.13
-
 FAMILY = LossFamily(
     name="linear_cross_entropy",
     title="Linear (fused) cross-entropy",
@@ -82,7 +78,7 @@ FAMILY = LossFamily(
     ),
     bind=_bind,
     rules="cediag.families.linear_cross_entropy.rules",
-    criteria=((_CRITERION, "linear_cross_entropy"),) if _CRITERION is not None else (),
+    criteria=(("torch.nn.LinearCrossEntropyLoss", "linear_cross_entropy"),),  # torch >= 2.13
     entry_points=_entry_points,
     sentinel=_sentinel,
     reuses=REUSED,
