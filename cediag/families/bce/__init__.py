@@ -72,8 +72,8 @@ FAMILY = LossFamily(
     sentinel=_sentinel,
     docs=(
         "`F.binary_cross_entropy_with_logits` / `nn.BCEWithLogitsLoss` "
-        "(`loss=\"bce_with_logits\"`) and `F.binary_cross_entropy` / `nn.BCELoss` "
-        "(`loss=\"bce\"`): binary and multi-label classification, one float target in [0, 1] "
+        '(`loss="bce_with_logits"`) and `F.binary_cross_entropy` / `nn.BCELoss` '
+        '(`loss="bce"`): binary and multi-label classification, one float target in [0, 1] '
         "per input element, with `weight` and `pos_weight` that broadcast to the input's shape."
     ),
 )

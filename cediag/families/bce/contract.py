@@ -80,9 +80,7 @@ def torch_rejection(call: Call) -> str | None:
     if call.loss == "bce" and call.pos_weight is not None:
         return "binary_cross_entropy() got an unexpected keyword argument 'pos_weight'"
     if tuple(t.shape) != tuple(x.shape):
-        return (
-            f"Target size ({_size(t.shape)}) must be the same as input size ({_size(x.shape)})"
-        )
+        return f"Target size ({_size(t.shape)}) must be the same as input size ({_size(x.shape)})"
     for role in ("weight", "pos_weight"):
         value = getattr(call, role)
         if value is not None and not isinstance(value, torch.Tensor):
@@ -125,7 +123,9 @@ def grad_rejection(call: Call) -> str | None:
     if not torch.is_grad_enabled():
         return None
     function = (
-        "binary_cross_entropy_with_logits" if call.loss == "bce_with_logits" else "binary_cross_entropy"
+        "binary_cross_entropy_with_logits"
+        if call.loss == "bce_with_logits"
+        else "binary_cross_entropy"
     )
     for role in ("weight", "pos_weight"):
         w = getattr(call, role)
@@ -147,7 +147,9 @@ def broadcasts_into(shape, into) -> bool:
 
 
 def mutually_broadcastable(a, b) -> bool:
-    return all(p == q or 1 in (p, q) for p, q in zip(reversed(tuple(a)), reversed(tuple(b)), strict=False))
+    return all(
+        p == q or 1 in (p, q) for p, q in zip(reversed(tuple(a)), reversed(tuple(b)), strict=False)
+    )
 
 
 def broadcast_reason(shape, into) -> str:
@@ -171,7 +173,7 @@ def _logits_rejection(call: Call) -> str | None:
     if reason is not None:
         return reason
     if x.dtype not in FLOAT_DTYPES:  # log_sigmoid(input)
-        return f'"log_sigmoid_cpu" not implemented for \'{scalar_name(x.dtype)}\''
+        return f"\"log_sigmoid_cpu\" not implemented for '{scalar_name(x.dtype)}'"
     if pw is not None:  # log_sigmoid(input).mul_((pos_weight - 1).mul(target).add_(1))
         if pw.dtype == torch.bool:
             return "Subtraction, the `-` operator, with a bool tensor is not supported"
@@ -185,7 +187,7 @@ def _logits_rejection(call: Call) -> str | None:
     if not t.dtype.is_floating_point and not t.dtype.is_complex:
         return f"result type {scalar_name(x.dtype)} can't be cast to the desired output type {scalar_name(t.dtype)} (target)"
     if t.dtype.is_floating_point and t.dtype not in FLOAT_DTYPES:
-        return f'"add_stub" not implemented for \'{scalar_name(t.dtype)}\' (target)'
+        return f"\"add_stub\" not implemented for '{scalar_name(t.dtype)}' (target)"
     if w is not None:  # loss.mul_(weight)
         if not (is_numeric(w.dtype) or (w.dtype.is_complex and t.dtype.is_complex)):
             return f"result type {scalar_name(w.dtype)} can't be cast to the desired output type {scalar_name(t.dtype)} (weight)"
@@ -197,7 +199,9 @@ def _logits_rejection(call: Call) -> str | None:
 def _probability_rejection(call: Call) -> str | None:
     x, t, w = call.input, call.target, call.weight
     if w is not None and not mutually_broadcastable(t.shape, w.shape):  # broadcast_shapes
-        return f"weight of shape {list(w.shape)} does not broadcast with the target's {list(t.shape)}"
+        return (
+            f"weight of shape {list(w.shape)} does not broadcast with the target's {list(t.shape)}"
+        )
     reason = grad_rejection(call)
     if reason is not None:
         return reason
@@ -207,7 +211,7 @@ def _probability_rejection(call: Call) -> str | None:
     if t_dtype != in_dtype:  # one TensorIterator over loss, input and target
         return f"Found dtype {scalar_name(t_dtype)} but expected {scalar_name(in_dtype)}"
     if in_dtype not in FLOAT_DTYPES:
-        return f'"binary_cross_entropy" not implemented for \'{scalar_name(in_dtype)}\''
+        return f"\"binary_cross_entropy\" not implemented for '{scalar_name(in_dtype)}'"
     if w is not None:  # loss.mul_(weight.expand(broadcast(target, weight)))
         if not is_numeric(w.dtype):
             return f"result type {scalar_name(w.dtype)} can't be cast to the desired output type {scalar_name(in_dtype)} (weight)"

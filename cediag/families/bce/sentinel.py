@@ -151,8 +151,7 @@ class SentinelPlan:
             diagnostics.append(
                 _diagnostic(
                     "bce-non-finite-input",
-                    f"input {shape} held NaN or Inf on call {call_number} (min {low}, max "
-                    f"{high}).",
+                    f"input {shape} held NaN or Inf on call {call_number} (min {low}, max {high}).",
                     "find the op that produced them: torch.autograd.set_detect_anomaly(True); "
                     "lower the learning rate or clip gradients (torch.nn.utils.clip_grad_norm_)",
                 )
@@ -161,8 +160,7 @@ class SentinelPlan:
             diagnostics.append(
                 _diagnostic(
                     "bce-target-out-of-range",
-                    f"targets on call {call_number} run from {t_low} to {t_high}, outside "
-                    "[0, 1].",
+                    f"targets on call {call_number} run from {t_low} to {t_high}, outside [0, 1].",
                     "scale the targets into [0, 1] (a 0/255 mask: target / 255; labels in "
                     "{-1, 1}: (target + 1) / 2)",
                     ValueEvidence(
@@ -192,7 +190,9 @@ class SentinelPlan:
             call=self.summary,
             diagnostics=diagnostics,
             values_checked=True,
-            notes=[f"found by the per-call check on call {call_number}, read later (sync='deferred')"],
+            notes=[
+                f"found by the per-call check on call {call_number}, read later (sync='deferred')"
+            ],
         )
 
 

@@ -121,7 +121,9 @@ class StatisticsPlan:
         to float64), and `_layout` to read it back."""
         zero = torch.zeros(1, dtype=torch.float64, device=device)
         flat = [value.reshape(-1) for _, value in parts]
-        self._layout = [("", 1)] + [(name, value.numel()) for (name, _), value in zip(parts, flat)]
+        self._layout = [("", 1)] + [
+            (name, value.numel()) for (name, _), value in zip(parts, flat, strict=True)
+        ]
         return torch.cat([zero, *(value.double() for value in flat)])
 
     # ------------------------------------------------------------------ read

@@ -228,8 +228,7 @@ def one_hot_targets(ctx: Context) -> Finding | None:
     return Finding(
         f"all {s.rows_total} rows of target {shape_str(call.target.shape)} hold exactly one 1 "
         f"among {c} classes: a single-label problem, which cross-entropy fits.",
-        "F.cross_entropy(logits, target.argmax(1))  # keep BCE if a sample may have several "
-        "labels",
+        "F.cross_entropy(logits, target.argmax(1))  # keep BCE if a sample may have several labels",
         [
             RowSumEvidence(
                 role="target",
