@@ -170,9 +170,10 @@ RULE_CASES = [
         "BCE106", "error", "F.binary_cross_entropy_with_logits(logits, target)",
     ),
     (
+        # no rule names a float8 target: the safety net carries torch's reason
         "torch-rejects",
-        lambda: (torch.randn(8, 5), torch.rand(8, 5), {"pos_weight": torch.ones(5) > 0}),
-        lambda: (torch.randn(8, 5), torch.rand(8, 5), {"pos_weight": torch.ones(5)}),
+        lambda: (torch.randn(8, 5), torch.rand(8, 5).to(torch.float8_e4m3fn), {}),
+        lambda: (torch.randn(8, 5), torch.rand(8, 5).to(torch.bfloat16), {}),
         "BCE109", "error", "broadcast to it",
     ),
     (
@@ -198,6 +199,12 @@ RULE_CASES = [
         lambda: (torch.randn(2, 1, 4, 4), torch.randint(0, 2, (2, 1, 4, 4)).float() * 255, {}),
         lambda: (torch.randn(2, 1, 4, 4), torch.randint(0, 2, (2, 1, 4, 4)).float(), {}),
         "BCE203", "error", "target / 255",
+    ),
+    (
+        "target-255-ignored",
+        lambda: (torch.randn(2, 1, 4, 4), torch.eye(4).expand(2, 1, 4, 4).masked_fill(torch.eye(4).flip(0) > 0, 255), {}),
+        lambda: (torch.randn(2, 1, 4, 4), torch.eye(4).expand(2, 1, 4, 4), {}),
+        "BCE203", "error", "valid = target != 255",
     ),
     (
         "target-minus-one",
@@ -323,6 +330,12 @@ RULE_CASES = [
         lambda: (torch.randn(8, 3), torch.rand(8, 3), {"pos_weight": [1.0, 3.0, 10.0]}),
         lambda: (torch.randn(8, 3), torch.rand(8, 3), {"pos_weight": torch.tensor([1.0, 3, 10])}),
         "BCE405", "error", "torch.as_tensor(pos_weight",
+    ),
+    (
+        "pos-weight-bool",
+        lambda: (torch.randn(8, 5), torch.rand(8, 5), {"pos_weight": torch.ones(5) > 0}),
+        lambda: (torch.randn(8, 5), torch.rand(8, 5), {"weight": torch.ones(5) > 0}),
+        "BCE407", "error", "pos_weight=pos_weight.float()",
     ),
     (
         "weight-requires-grad",

@@ -176,7 +176,7 @@ def _logits_rejection(call: Call) -> str | None:
         return f"\"log_sigmoid_cpu\" not implemented for '{scalar_name(x.dtype)}'"
     if pw is not None:  # log_sigmoid(input).mul_((pos_weight - 1).mul(target).add_(1))
         if pw.dtype == torch.bool:
-            return "Subtraction, the `-` operator, with a bool tensor is not supported"
+            return "Subtraction, the `-` operator, with a bool tensor is not supported (pos_weight - 1)"
         if not is_numeric(pw.dtype) or t.dtype.is_complex:
             return f"result type {scalar_name(pw.dtype)} can't be cast to the desired output type {scalar_name(x.dtype)} (pos_weight)"
         if not broadcasts_into(pw.shape, x.shape):

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from ...._call import REDUCTIONS, option_text, shape_str, torch_reduction
+from ...._call import REDUCTIONS, dtype_name, option_text, shape_str, torch_reduction
 from ...._report import OptionEvidence
 from ....rules._context import Context, tensor_evidence
 from ....rules._registry import Finding, rule
 from ..call import Call
-from ..contract import broadcasts_into, grad_rejection, mutually_broadcastable
+from ..contract import broadcasts_into, grad_rejection, is_numeric, mutually_broadcastable
 
 
 def _layout_fix(call: Call, role: str, w: torch.Tensor) -> tuple[str, str] | None:
@@ -305,3 +305,56 @@ def weight_requires_grad(ctx: Context) -> Finding | None:
 
 def _grad(value) -> bool:
     return isinstance(value, torch.Tensor) and value.requires_grad
+
+
+def _dtype_refused(call: Call, role: str) -> bool:
+    w = getattr(call, role)
+    if not isinstance(w, torch.Tensor) or (role == "pos_weight" and call.loss == "bce"):
+        return False
+    if role == "pos_weight":
+        return w.dtype == torch.bool or not is_numeric(w.dtype)
+    target_complex = isinstance(call.target, torch.Tensor) and call.target.dtype.is_complex
+    logits_loss = call.loss == "bce_with_logits"
+    return not (is_numeric(w.dtype) or (w.dtype.is_complex and target_complex and logits_loss))
+
+
+@rule(
+    "BCE407",
+    "bce-weight-dtype",
+    "error",
+    "structure",
+    "weight or pos_weight of a dtype torch refuses (bool pos_weight, complex, float8)",
+)
+def weight_dtype(ctx: Context) -> Finding | None:
+    """`weight` or `pos_weight` has a dtype the loss cannot use.
+
+    ## What it does
+    Fires when `pos_weight` is bool, or `weight` / `pos_weight` is complex or a float8 type.
+
+    ## Why is this bad?
+    torch computes `pos_weight - 1`, which it refuses for bool ("Subtraction, the `-` operator,
+    with a bool tensor is not supported"), and cannot multiply a float loss by a complex or
+    float8 weight in place. A bool pos_weight usually comes from a mask (`counts > 0`) where a
+    ratio was meant.
+
+    ## Example
+    ```python
+    nn.BCEWithLogitsLoss(pos_weight=positives > 0)
+    ```
+
+    ## Use instead
+    ```python
+    nn.BCEWithLogitsLoss(pos_weight=(negatives / positives.clamp(min=1)).float())
+    ```
+    """
+    call = ctx.call
+    role = next((r for r in ("weight", "pos_weight") if _dtype_refused(call, r)), None)
+    if role is None:
+        return None
+    w = getattr(call, role)
+    return Finding(
+        f"{role} is {dtype_name(w.dtype)}; the loss needs a real float (or integer) {role}"
+        + (": it computes pos_weight - 1, which bool refuses." if w.dtype == torch.bool else "."),
+        f"{call.function}({call.input_name}, target, {role}={role}.float())",
+        [tensor_evidence(role, w)],
+    )

@@ -151,8 +151,13 @@ def target_out_of_range(ctx: Context) -> Finding | None:
     name = call.input_name
     if nans:
         fix = (
-            f"mask the missing labels out: valid = ~target.isnan(); {call.function}({name}, "
-            "target.nan_to_num(0.0), weight=valid.float())"
+            f"valid = ~target.isnan(); {call.function}({name}, target.nan_to_num(0.0), "
+            "weight=valid.float())  # NaN marks missing labels: mask them out"
+        )
+    elif s.min >= 0 and s.max == 255 and count_and_locate(t, lambda c: c == 1, limit=0)[0]:
+        fix = (
+            f"valid = target != 255; {call.function}({name}, target.masked_fill(~valid, 0), "
+            "weight=valid.float())  # 255 marks pixels to ignore"
         )
     elif s.min >= 0 and s.max == 255:
         fix = f"{call.function}({name}, target / 255)  # a 0/255 mask"
