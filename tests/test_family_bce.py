@@ -174,7 +174,7 @@ RULE_CASES = [
         "torch-rejects",
         lambda: (torch.randn(8, 5), torch.rand(8, 5).to(torch.float8_e4m3fn), {}),
         lambda: (torch.randn(8, 5), torch.rand(8, 5).to(torch.bfloat16), {}),
-        "BCE109", "error", "broadcast to it",
+        "BCE107", "error", "broadcast to it",
     ),
     (
         "target-not-float",

@@ -341,7 +341,7 @@ def input_not_float(ctx: Context) -> Finding | None:
 
 
 @rule(
-    "BCE109",
+    "BCE107",
     "bce-torch-rejects",
     "error",
     "final",
