@@ -48,8 +48,10 @@ def linear_rejection(call: LinearCall) -> str | None:
             return f"{role} must be a tensor, not {type(value).__name__}"
     if b is not None and not isinstance(b, torch.Tensor):
         return f"linear_bias must be a tensor or None, not {type(b).__name__}"
-    if not call.tensors_ok:
-        return "sparse and nested tensors are not supported by linear_cross_entropy"
+    if any(a is not None and a.is_nested for a in (h, w, b, t)):
+        return "nested tensors are not supported by linear_cross_entropy"
+    if t.layout is not torch.strided:  # linear() takes sparse hidden states and weights
+        return f"a {t.layout} target is not supported by cross_entropy"
     if h.dim() < 1 or h.dim() > 2:
         return f"expected input with dimensionality 1 or 2, got {h.dim()}"
     if w.dim() < 2:

@@ -16,8 +16,9 @@ Nothing here imports a third-party library: an entry is patched only once its mo
   targets are copied, the embeddings are not). It has no bias, class weights or label
   smoothing.
 - torch's `options=` (the chunked path) accepts a few calls the reference path rejects (class
-  weights of the wrong size or dtype) and gives a NaN row for an out-of-range target instead
-  of raising: the check holds every call to the reference path.
+  weights of the wrong size or dtype), and a fast path may give a NaN row for an out-of-range
+  target instead of raising: the check holds every call to the reference path (`options` is
+  not mapped), so both are reported.
 """
 
 from __future__ import annotations
