@@ -189,6 +189,12 @@ RULE_CASES = [
         "BCE201", "error", "target.to(probs.dtype)",
     ),
     (
+        "target-complex",
+        lambda: (torch.randn(8, 5), torch.rand(8, 5).to(torch.complex64), {}),
+        lambda: (torch.randn(8, 5), torch.rand(8, 5).double(), {}),
+        "BCE201", "error", "target.float()",
+    ),
+    (
         "target-dtype-mismatch",
         lambda: (torch.rand(8, 5).half(), torch.rand(8, 5), {"loss": PROBS}),
         lambda: (torch.rand(8, 5).half(), torch.rand(8, 5).half(), {"loss": PROBS}),

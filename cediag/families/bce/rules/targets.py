@@ -21,19 +21,20 @@ MIN_ROWS_FOR_ONE_HOT = 8  # C = 2 multi-hot rows are one-hot by chance 1 in 2: 8
     "bce-target-not-float",
     "error",
     "structure",
-    "the target is an integer or bool tensor",
+    "the target is an integer, bool or complex tensor",
 )
 def target_not_float(ctx: Context) -> Finding | None:
-    """The target is an integer or bool tensor.
+    """The target is an integer, bool or complex tensor.
 
     ## What it does
-    Fires when the target's dtype is an integer type or bool.
+    Fires when the target's dtype is an integer type, bool, or complex.
 
     ## Why is this bad?
     Both losses want float targets. `binary_cross_entropy_with_logits` raises "result type
     Float can't be cast to the desired output type Long" (or refuses `1 - target` for bool);
     `binary_cross_entropy` raises "Found dtype Long but expected Float". Labels straight from
-    a dataset or `torch.randint` are int64.
+    a dataset or `torch.randint` are int64. A complex target runs, but makes the loss complex,
+    and `backward()` refuses it.
 
     ## Example
     ```python
@@ -47,7 +48,7 @@ def target_not_float(ctx: Context) -> Finding | None:
     """
     call = ctx.call
     t = call.target
-    if t.dtype.is_floating_point or t.dtype.is_complex or ctx.fired("bce-class-index-target"):
+    if t.dtype.is_floating_point or ctx.fired("bce-class-index-target"):
         return None
     name = call.input_name
     cast = "target.float()" if call.loss == "bce_with_logits" else f"target.to({name}.dtype)"
