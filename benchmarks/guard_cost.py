@@ -34,8 +34,8 @@ from _loops import build_loop
 from _timing import fmt_time, interleaved, interleaved_samples, now, table, use_clock, warm_threads
 
 import cediag
-from cediag._call import bind_call
-from cediag._sentinel import SentinelPlan, read_now
+from cediag.families.cross_entropy.call import bind_call
+from cediag.families.cross_entropy.sentinel import SentinelPlan, read_now
 from cediag.guard import _guard
 from cediag.guard._bind import ArgumentBinder
 from cediag.guard._summary import COLLECTOR

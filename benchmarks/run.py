@@ -45,8 +45,8 @@ from _timing import fmt_time, interleaved, synchronizer, table, use_clock, warm_
 from naive import naive_check, torchmetrics_validation
 
 import cediag
-from cediag._call import bind_call
 from cediag._engine import check_structure, finish, start_statistics
+from cediag.families.cross_entropy.call import bind_call
 
 HERE = Path(__file__).resolve().parent
 SECTIONS = ("check", "memory", "guard", "coverage", "transposed", "cli")

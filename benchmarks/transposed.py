@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from _timing import fmt_time, interleaved, table, use_clock, warm_threads
 
 import cediag
-from cediag._call import bind_call
-from cediag._sentinel import SentinelPlan, read_now
+from cediag.families.cross_entropy.call import bind_call
+from cediag.families.cross_entropy.sentinel import SentinelPlan, read_now
 
 HERE = Path(__file__).resolve().parent
 

@@ -1,22 +1,20 @@
-"""Call binding: one normalised record of a cross-entropy call, and what its metadata implies.
+"""What every family's call binding shares: dtype and shape names, argument summaries, options
+read as torch's argument parser reads them, the autocast probe, and the report of a check that
+failed in cediag itself.
 
-Nothing here reads tensor data: only shapes, dtypes, devices and options, so building a
-`Call` never launches a kernel or synchronises a GPU.
+Nothing here reads tensor data: only shapes, dtypes, devices and option values.
 """
 
 from __future__ import annotations
 
 import operator
 import sys
-from dataclasses import dataclass
-from functools import cached_property
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
 from ._report import ArgumentSummary, CallSummary, Report
 
-LossKind = Literal["cross_entropy", "nll"]
 REDUCTIONS = ("mean", "sum", "none")
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -39,6 +37,22 @@ _SHORT_DTYPE = {
 }
 
 
+READABLE_DTYPES = (
+    *FLOAT_DTYPES,
+    torch.bool,
+    torch.int64,
+    torch.int32,
+    torch.int16,
+    torch.int8,
+    torch.uint8,
+)
+
+
+def readable_dtype(dtype: torch.dtype) -> bool:
+    """Whether the statistics pass can read a tensor of this dtype."""
+    return dtype in READABLE_DTYPES
+
+
 def dtype_name(dtype: torch.dtype) -> str:
     return _SHORT_DTYPE.get(dtype, str(dtype).removeprefix("torch."))
 
@@ -47,107 +61,6 @@ def shape_str(shape) -> str:
     """(4, 3) for a shape, with the trailing comma of a 1-tuple: (4,)."""
     dims = tuple(int(d) for d in shape)
     return f"({dims[0]},)" if len(dims) == 1 else str(dims)
-
-
-@dataclass
-class Call:
-    """The arguments of one F.cross_entropy / F.nll_loss call, as the checker sees them.
-
-    Read-only once bound: what the metadata implies is computed once per call (rules ask for
-    it dozens of times), so replacing a tensor must keep its shape, dtype and device.
-    """
-
-    input: Any
-    target: Any
-    weight: Any = None
-    ignore_index: Any = -100
-    reduction: Any = "mean"
-    label_smoothing: Any = 0.0
-    loss: LossKind = "cross_entropy"
-    autocast: bool = False  # inside torch.autocast, cross_entropy runs in float32
-
-    # ------------------------------------------------------------ what kind of call is this
-    @cached_property
-    def tensors_ok(self) -> bool:
-        """Both main arguments are dense, strided tensors (the only kind we analyse)."""
-        return all(
-            isinstance(t, torch.Tensor) and t.layout is torch.strided and not t.is_nested
-            for t in (self.input, self.target)
-        )
-
-    @cached_property
-    def probability_targets(self) -> bool:
-        """torch's own switch: a target of exactly the input's shape holds probabilities."""
-        return self.loss == "cross_entropy" and tuple(self.input.shape) == tuple(self.target.shape)
-
-    @cached_property
-    def class_dim(self) -> int:
-        """The dim torch normalises over: 0 for unbatched (C,) input, else 1."""
-        return 0 if self.input.dim() == 1 else 1
-
-    @cached_property
-    def n_classes(self) -> int | None:
-        return int(self.input.shape[self.class_dim]) if self.input.dim() >= 1 else None
-
-    @cached_property
-    def presumed_class_dim(self) -> int:
-        """The dim that holds the classes in the caller's mind, for value analysis.
-
-        Usually torch's class dim. When the logits are (B, T, C) / (N, H, W, C) with targets of
-        their leading shape (a `class-dim-last` mistake), the classes are in the last dim.
-        """
-        if looks_class_dim_last(self):
-            return self.input.dim() - 1
-        return self.class_dim
-
-    @cached_property
-    def presumed_n_classes(self) -> int | None:
-        if self.input.dim() == 0:
-            return None
-        return int(self.input.shape[self.presumed_class_dim])
-
-    @cached_property
-    def is_float_input(self) -> bool:
-        return self.input.dtype in FLOAT_DTYPES
-
-    def loss_dtype(self, dtype: torch.dtype) -> torch.dtype:
-        """The dtype the loss computes a tensor of `dtype` in: autocast runs cross_entropy in
-        float32, casting float16 and bfloat16 up and leaving float64 (and integers) alone."""
-        if self.autocast and dtype in (torch.float16, torch.bfloat16):
-            return torch.float32
-        return dtype
-
-    @cached_property
-    def on_meta(self) -> bool:
-        return any(
-            isinstance(t, torch.Tensor) and t.is_meta
-            for t in (self.input, self.target, self.weight)
-        )
-
-    # ------------------------------------------------------------ summary for the report
-    def summary(self) -> CallSummary:
-        return CallSummary(
-            loss=self.loss,
-            input=argument_summary(self.input),
-            target=argument_summary(self.target),
-            weight=None if self.weight is None else argument_summary(self.weight),
-            ignore_index=self.ignore_index
-            if type(self.ignore_index) is int
-            else option_text(self.ignore_index),
-            reduction=self.reduction
-            if type(self.reduction) is str
-            else option_text(self.reduction),
-            label_smoothing=_float_or_repr(self.label_smoothing),
-        )
-
-
-def looks_class_dim_last(call: Call) -> bool:
-    """(B, T, C) / (N, H, W, C) logits whose targets have the leading (B, T) / (N, H, W) shape."""
-    x, t = call.input, call.target
-    if call.probability_targets or x.dim() < 3 or t.dim() != x.dim() - 1:
-        return False
-    # When the last dim equals dim 1 the layout is ambiguous and torch accepts it: stay silent.
-    return tuple(t.shape) == tuple(x.shape[:-1]) and x.shape[1] != x.shape[-1]
 
 
 def argument_summary(value: Any) -> ArgumentSummary:
@@ -164,11 +77,6 @@ def argument_summary(value: Any) -> ArgumentSummary:
     if shape is None:
         return ArgumentSummary(dtype=dtype, device=device, type="nested Tensor")
     return ArgumentSummary(shape=shape, dtype=dtype, device=device, type=kind)
-
-
-def _float_or_repr(value: Any) -> float | str:
-    parsed = torch_float(value)
-    return parsed if parsed is not None else option_text(value)
 
 
 # ------------------------------------------------------------------ options as torch reads them
@@ -263,47 +171,6 @@ def option_text(value: Any, limit: int = 60) -> str:
     )
 
 
-def bind_call(
-    input: Any,
-    target: Any,
-    *,
-    weight: Any = None,
-    ignore_index: Any = -100,
-    reduction: Any = "mean",
-    label_smoothing: Any = 0.0,
-    criterion: Any = None,
-    loss: LossKind = "cross_entropy",
-) -> Call:
-    """Normalise a call. A `criterion` (nn.CrossEntropyLoss / nn.NLLLoss) supplies the options
-    that are left at their defaults here, so `check(x, t, criterion=ce)` sees what `ce(x, t)` sees.
-    """
-    if criterion is not None:
-        if weight is None:
-            weight = getattr(criterion, "weight", None)
-        if ignore_index == -100:
-            ignore_index = getattr(criterion, "ignore_index", -100)
-        if reduction == "mean":
-            reduction = getattr(criterion, "reduction", "mean")
-        if label_smoothing == 0.0:
-            label_smoothing = getattr(criterion, "label_smoothing", 0.0)
-        if isinstance(criterion, torch.nn.NLLLoss):
-            loss = "nll"
-    autocast = isinstance(input, torch.Tensor) and autocast_enabled(input.device.type)
-    # Options torch accepts are kept as the value torch reads (np.int64(3) -> 3, "elementwise_mean"
-    # -> "mean"); options it rejects are kept as given, for the rule that names them.
-    if type(ignore_index) is not int or not INT64_MIN <= ignore_index <= INT64_MAX:
-        parsed = torch_int(ignore_index)
-        if parsed is not None:
-            ignore_index = parsed
-        elif type(ignore_index) is int:
-            ignore_index = BeyondInt64(ignore_index)
-    if type(label_smoothing) is not float:
-        parsed = torch_float(label_smoothing)
-        label_smoothing = label_smoothing if parsed is None else parsed
-    reduction = torch_reduction(reduction) or reduction
-    return Call(input, target, weight, ignore_index, reduction, label_smoothing, loss, autocast)
-
-
 # One call that answers for every device type (torch >= 2.4); else assume it may be on.
 _any_autocast = getattr(torch._C, "_is_any_autocast_enabled", lambda: True)
 
@@ -329,12 +196,11 @@ def error_text(error: BaseException, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def subclass_notes(call: Call) -> list[str]:
+def subclass_notes(call: Any) -> list[str]:
     """A note for each argument of a torch.Tensor subclass with a `__torch_function__` of its
     own: the check reads its data as a plain tensor, the loss goes through the subclass."""
     notes = []
-    for role in ("input", "target", "weight"):
-        value = getattr(call, role)
+    for role, value in call.tensors().items():
         kind = type(value)
         if not isinstance(value, torch.Tensor) or kind is torch.Tensor:
             continue
@@ -366,7 +232,7 @@ def unchecked_report(input: Any, target: Any, loss: Any, error: BaseException) -
 
     return Report(
         call=CallSummary(
-            loss=loss if loss in ("cross_entropy", "nll") else option_text(loss),
+            loss=loss if type(loss) is str and len(loss) <= 40 else option_text(loss),
             input=summary(input),
             target=summary(target),
         ),

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import sys
 
-from .rules import FAMILIES, RULES, Rule
+from .families import FAMILIES
+from .rules import CATEGORIES, RULES, Rule
 
 SECTION_ORDER = ("What it does", "Why is this bad?", "Example", "Use instead")
 # Sections a rule may add: value rules state the false-alarm rate they are built for.
@@ -40,10 +41,14 @@ def catalogue_markdown() -> str:
     lines += [
         f"| {r.code} | `{r.slug}` | {r.severity.value} | {r.summary} |" for r in RULES.values()
     ]
-    for digit, family in FAMILIES.items():
-        lines += ["", f"# CE{digit}xx: {family}", ""]
+    lines += ["", "Loss families (`loss=`):", ""]
+    for family in FAMILIES.values():
+        losses = ", ".join(f"`{loss}`" for loss in family.losses)
+        lines.append(f"- **{family.title}** ({family.prefix}xxx; {losses}): {family.docs}")
+    for category, title in CATEGORIES.items():
+        lines += ["", f"# {category}xx: {title}", ""]
         for r in RULES.values():
-            if r.code[2] == digit:
+            if r.code[:-2] == category:
                 lines.append(rule_markdown(r))
     return "\n".join(lines).rstrip() + "\n"
 

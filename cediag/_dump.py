@@ -1,9 +1,10 @@
 """Reproducer dumps: the (input, target, options) of a failing call, saved to share or re-check.
 
 Format (read back by `cediag.load` and `cediag check`):
-- `<stem>.safetensors` with tensors `input`, `target` and, when given, `weight` (detached,
-  contiguous CPU copies) and string metadata `cediag_dump="1"`, `ignore_index`, `reduction`,
-  `label_smoothing`, `loss`;
+- `<stem>.safetensors` with every tensor argument by role (`input`, `target`, and those of the
+  loss's family that were given: `weight`, `pos_weight`, `linear_weight`, ...; detached,
+  contiguous CPU copies) and string metadata `cediag_dump="1"`, `loss` and the family's scalar
+  options (`ignore_index`, `reduction`, `label_smoothing` for cross-entropy);
 - `<stem>.json`: {"schema_version": 1, "options": {...}, "report": <Report as JSON>,
   "call_site": "file.py:123"}.
 
@@ -19,8 +20,8 @@ from typing import Any
 
 import torch
 
-from ._call import Call
 from ._report import Report
+from .families._declaration import FamilyCall
 
 DUMP_SCHEMA_VERSION = 1
 
@@ -29,16 +30,12 @@ def _cpu_copy(t: torch.Tensor) -> torch.Tensor:
     return t.detach().to("cpu", copy=True).contiguous()
 
 
-def dump_options(call: Call) -> dict[str, Any]:
+def dump_options(call: FamilyCall) -> dict[str, Any]:
     """The options as the loss received them. A value the check found invalid is written as it
     was (a JSON scalar, else its repr), never replaced by a default: a re-check of the dump must
     find what the guard found."""
-    return {
-        "ignore_index": _as_written(call.ignore_index),
-        "reduction": _as_written(call.reduction),
-        "label_smoothing": _as_written(call.label_smoothing),
-        "loss": call.loss,
-    }
+    written = {name: _as_written(value) for name, value in call.written_options().items()}
+    return {**written, "loss": call.loss}
 
 
 def _as_written(value: Any) -> Any:
@@ -47,16 +44,16 @@ def _as_written(value: Any) -> Any:
     return repr(value)
 
 
-def write_dump(directory: str | Path, stem: str, call: Call, report: Report, site: str) -> Path:
+def write_dump(
+    directory: str | Path, stem: str, call: FamilyCall, report: Report, site: str
+) -> Path:
     """Write `<directory>/<stem>.safetensors` and its JSON sidecar; return the .safetensors path.
 
     Raises ValueError when the arguments cannot be saved (not tensors, or meta tensors).
     """
     from safetensors.torch import save_file
 
-    tensors = {"input": call.input, "target": call.target}
-    if isinstance(call.weight, torch.Tensor):
-        tensors["weight"] = call.weight
+    tensors = call.tensors()
     for role, t in tensors.items():
         if not isinstance(t, torch.Tensor):
             raise ValueError(f"cannot save {role}: a {type(t).__name__}, not a tensor")

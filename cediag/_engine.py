@@ -1,6 +1,9 @@
 """The path of a check: call binding -> structure rules -> one statistics pass -> value rules
--> Report. Each phase is a function so the training-loop guard can split the statistics
-pass from the reading of its results (deferred sync).
+-> Report, for any loss family. Each phase is a function so the training-loop guard can split
+the statistics pass from the reading of its results (deferred sync).
+
+The engine reads the family's declaration (`cediag.families`): which family a `loss=` names,
+its options, how it binds a call, and which rules are its own. It names no family.
 """
 
 from __future__ import annotations
@@ -10,17 +13,11 @@ from typing import Any
 
 import torch
 
-from ._call import (
-    FLOAT_DTYPES,
-    Call,
-    bind_call,
-    error_text,
-    subclass_notes,
-    unchecked_report,
-)
+from ._call import error_text, subclass_notes, unchecked_report
 from ._graph import final_activation
 from ._report import Diagnostic, Report
-from ._statistics import StatisticsPlan
+from .families import family_of, loss_of_criterion
+from .families._declaration import FamilyCall, LossFamily, StatisticsPlan
 from .rules import RULES, Rule, select_rules
 from .rules._context import Context
 
@@ -29,88 +26,98 @@ def check(
     input: Any,
     target: Any,
     *,
-    weight: Any = None,
-    ignore_index: int = -100,
-    reduction: str = "mean",
-    label_smoothing: float = 0.0,
+    loss: str | None = None,
     criterion: Any = None,
-    loss: str = "cross_entropy",
     select: list[str] | None = None,
     ignore: list[str] | None = None,
+    **options: Any,
 ) -> Report:
-    """Check an (input, target) pair as `F.cross_entropy` would receive it, before it does.
+    """Check an (input, target) pair as the loss would receive it, before it does.
 
-    Options mean what they mean to `F.cross_entropy`; `criterion=` takes them from an
-    `nn.CrossEntropyLoss` (or `nn.NLLLoss`) instance. `loss="nll"` checks an `F.nll_loss` call.
-    `select` / `ignore` take rule codes, code prefixes (`CE3`) or slugs. Never raises on what it
-    is given: every problem is a diagnostic in the returned Report, and what could not be
-    checked is a note (with `values_checked` False when the values were not read).
+    `loss` names the loss: "cross_entropy" (the default), "nll", and every other family's
+    losses (`cediag rules` lists them). Options mean what they mean to the loss's torch
+    function (`weight=`, `ignore_index=`, ... for `F.cross_entropy`); `criterion=` takes them
+    from a loss module (`nn.CrossEntropyLoss(...)`), and the loss too when `loss` is not given.
+    `select` / `ignore` take rule codes, code prefixes (`CE3`) or slugs.
+
+    Never raises on the tensors and option values it is given: every problem is a diagnostic
+    in the returned Report, and what could not be checked is a note (with `values_checked`
+    False when the values were not read). A mistake in calling `check` itself (an unknown
+    `loss`, option name or rule pattern) raises.
     """
     rules = select_rules(select, ignore)  # a bad code is the caller's mistake: this one raises
+    family = resolve_family(loss, criterion)
+    loss = loss if loss is not None else loss_of_criterion(criterion) or family.default_loss
+    unknown = sorted(set(options) - set(family.option_names))
+    if unknown:
+        raise TypeError(
+            f"check() got unexpected option(s) {', '.join(map(repr, unknown))} for "
+            f"loss={loss!r}; its options are {', '.join(family.option_names)}"
+        )
     try:
         # Tensor subclasses are read as the tensors they hold: a subclass's __torch_function__
         # (which may raise, or log) is for the loss, not for the checker.
         with torch._C.DisableTorchFunctionSubclass():
-            call = bind_call(
-                input,
-                target,
-                weight=weight,
-                ignore_index=ignore_index,
-                reduction=reduction,
-                label_smoothing=label_smoothing,
-                criterion=criterion,
-                loss=loss,  # type: ignore[arg-type]
-            )
-            ctx = check_structure(call, rules)
-            ctx.notes.extend(subclass_notes(call))
-            # Autocast off for the value rules' own second looks, as for the statistics pass.
-            device = call.input.device.type if call.tensors_ok else "cpu"
-            with torch.autocast(device, enabled=False) if call.autocast else nullcontext():
-                try:
-                    plan, packed = start_statistics(call)
-                    values = packed.tolist() if packed is not None else None
-                except Exception as error:  # odd tensors (quantized, exotic dtypes)
-                    ctx.notes.append(f"values not checked: {error_text(error)}")
-                    plan, values = None, None
-                return finish(ctx, rules, plan, values)
+            call = family.bind(loss, input, target, options, criterion)
+            return check_call(call, rules)
     except Exception as error:  # the checker's own failure must not become the caller's
         return unchecked_report(input, target, loss, error)
 
 
-def check_structure(call: Call, rules: list[Rule] | None = None) -> Context:
+def resolve_family(loss: Any, criterion: Any = None) -> LossFamily:
+    """The family of `loss`, else of the criterion's class, else cross-entropy."""
+    if loss is None:
+        loss = loss_of_criterion(criterion) or "cross_entropy"
+    return family_of(loss)
+
+
+def check_call(call: FamilyCall, rules: list[Rule] | None = None) -> Report:
+    """Every phase on one bound call, reading the statistics at once."""
+    ctx = check_structure(call, rules)
+    ctx.notes.extend(subclass_notes(call))
+    # Autocast off for the value rules' own second looks, as for the statistics pass.
+    device = call.input.device.type if call.tensors_ok else "cpu"
+    with torch.autocast(device, enabled=False) if call.autocast else nullcontext():
+        try:
+            plan, packed = start_statistics(call)
+            values = packed.tolist() if packed is not None else None
+        except Exception as error:  # odd tensors (quantized, exotic dtypes)
+            ctx.notes.append(f"values not checked: {error_text(error)}")
+            plan, values = None, None
+        return finish(ctx, rules, plan, values)
+
+
+def rules_for(call: FamilyCall, rules: list[Rule] | None) -> list[Rule]:
+    """The rules among `rules` (default: all) that belong to the call's family, or that it
+    reuses from another."""
+    family = family_of(call.loss)
+    chosen = list(RULES.values()) if rules is None else rules
+    return [
+        r
+        for r in chosen
+        if r.phase != "batch"
+        and (r.prefix == family.prefix or any(r.code.startswith(p) for p in family.reuses))
+    ]
+
+
+def check_structure(call: FamilyCall, rules: list[Rule] | None = None) -> Context:
     """Metadata-only rules: no kernel launch, no host sync."""
-    rules = list(RULES.values()) if rules is None else rules
+    rules = rules_for(call, rules)
     ctx = Context(call)
+    run_rules(ctx, [r for r in rules if r.phase == "arguments"])
     if not call.tensors_ok:
-        run_rules(ctx, [r for r in rules if r.slug in ("not-a-tensor", "invalid-option")])
         return ctx
     ctx.activation = final_activation(call.input)
     run_rules(ctx, [r for r in rules if r.phase == "structure"])
     return ctx
 
 
-def start_statistics(call: Call) -> tuple[StatisticsPlan | None, torch.Tensor | None]:
+def start_statistics(call: FamilyCall) -> tuple[StatisticsPlan | None, torch.Tensor | None]:
     """Launch the statistics pass; returns the packed device tensor without synchronising."""
-    if not values_readable(call):
+    plan = call.statistics()
+    if plan is None:
         return None, None
-    plan = StatisticsPlan(call)
     return plan, plan.compute()
-
-
-def values_readable(call: Call) -> bool:
-    """Whether the tensors hold data we can read (not meta, fake, or non-numeric)."""
-    if not call.tensors_ok or call.on_meta:
-        return False
-    readable = (
-        *FLOAT_DTYPES,
-        torch.bool,
-        torch.int64,
-        torch.int32,
-        torch.int16,
-        torch.int8,
-        torch.uint8,
-    )
-    return call.input.dtype in readable and call.target.dtype in readable
 
 
 def finish(
@@ -130,7 +137,7 @@ def evaluate(
     values: list[float] | None,
 ) -> Context:
     """Read the statistics back and run the value rules and the safety net into `ctx`."""
-    rules = list(RULES.values()) if rules is None else rules
+    rules = rules_for(ctx.call, rules)
     if plan is not None and values is not None:
         ctx.stats = plan.read(values)
         run_rules(ctx, [r for r in rules if r.phase == "values"])
@@ -144,7 +151,7 @@ def evaluate(
 
 
 def build_report(ctx: Context) -> Report:
-    # RULES is in code order, so the code breaks ties within a severity.
+    # RULES is in catalogue order, so the code breaks ties within a severity.
     diagnostics = sorted(ctx.found, key=lambda d: (-d.severity.rank, d.code))
     return Report(
         call=ctx.call.summary(),

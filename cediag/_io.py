@@ -41,7 +41,25 @@ from ._io_numpy import read_npy, read_npz
 from ._io_pickle import Refused, inspect_torch_file
 from ._io_safetensors import read_safetensors
 
-OPTION_NAMES = ("ignore_index", "reduction", "label_smoothing", "loss")
+
+def _scalar_option_names() -> tuple[str, ...]:
+    """Every family's scalar options (`ignore_index`, `reduction`, ...), and `loss`."""
+    from .families import FAMILIES
+
+    names = [o.name for f in FAMILIES.values() for o in f.options if o.kind != "tensor"]
+    return (*dict.fromkeys(names), "loss")
+
+
+def _tensor_option_names() -> tuple[str, ...]:
+    """Every family's tensor options other than `weight` (`pos_weight`, `linear_weight`, ...)."""
+    from .families import FAMILIES
+
+    names = [o.name for f in FAMILIES.values() for o in f.options if o.kind == "tensor"]
+    return tuple(n for n in dict.fromkeys(names) if n != "weight")
+
+
+OPTION_NAMES = _scalar_option_names()
+TENSOR_OPTION_NAMES = _tensor_option_names()
 INPUT_KEYS = ("input", "logits", "inputs", "outputs", "output")
 TARGET_KEYS = ("target", "targets", "labels", "label", "y")
 WEIGHT_KEYS = ("weight",)
@@ -50,25 +68,44 @@ SUFFIXES = (".pt", ".pth", ".safetensors", ".npy", ".npz")
 
 @dataclass(repr=False)
 class SavedCall:
-    """One cross-entropy call read back from disk: `cediag.check(**saved.check_kwargs())`."""
+    """One loss call read back from disk: `cediag.check(**saved.check_kwargs())`."""
 
     input: Any
     target: Any
     weight: Any = None
-    options: dict[str, Any] = field(default_factory=dict)  # ignore_index, reduction, ...
+    options: dict[str, Any] = field(default_factory=dict)  # ignore_index, reduction, loss, ...
     source: str = ""  # the file(s) it came from, for reports
     notes: list[str] = field(default_factory=list)  # what was skipped while reading
+    # the family's other tensor arguments: pos_weight, linear_weight, linear_bias
+    tensors: dict[str, Any] = field(default_factory=dict)
 
     def check_kwargs(self, **overrides: Any) -> dict[str, Any]:
         """Arguments for `cediag.check`; `overrides` (not None) win over the saved options."""
-        options = {**self.options, **{k: v for k, v in overrides.items() if v is not None}}
-        return {"input": self.input, "target": self.target, "weight": self.weight, **options}
+        from .families import family_of
+
+        given = {k: v for k, v in overrides.items() if v is not None}
+        options = {**self.options, **given, **self.tensors}
+        if self.weight is not None:
+            options["weight"] = self.weight
+        try:
+            known = family_of(options.get("loss", "cross_entropy")).option_names
+        except ValueError:  # an unknown loss: check() says so
+            known = tuple(options)
+        for name in [n for n in options if n not in known and n != "loss"]:
+            if name in given:
+                raise ValueError(
+                    f"--{name.replace('_', '-')} is not an option of loss={options.get('loss')!r}"
+                )
+            del options[name]
+            self.notes.append(f"{name} ignored: not an option of loss={options.get('loss')!r}")
+        return {"input": self.input, "target": self.target, **options}
 
     def __repr__(self) -> str:
         """Shapes, dtypes and options, never the values: `SavedCall(input=(8, 5) float32, ...)`."""
         parts = [f"{role}={_summary(getattr(self, role))}" for role in ("input", "target")]
         if self.weight is not None:
             parts.append(f"weight={_summary(self.weight)}")
+        parts += [f"{role}={_summary(value)}" for role, value in self.tensors.items()]
         if self.options:
             parts.append(f"options={self.options!r}")
         if self.source:
@@ -82,6 +119,7 @@ class SavedCall:
         rows = [("input", self.input), ("target", self.target)]
         if self.weight is not None:
             rows.append(("weight", self.weight))
+        rows += list(self.tensors.items())
         cells = "".join(
             f"<tr><td>{role}</td><td>{html.escape(_summary(value))}</td></tr>"
             for role, value in rows
@@ -159,11 +197,18 @@ def load(
     w = contents.tensors[weight_name] if weight_name else None
     if weight is not None:
         w = load_tensor(weight, role="weight", unsafe=unsafe)
+    taken = {input_name, target_name, weight_name}
+    extra = {
+        name: value
+        for name, value in contents.tensors.items()
+        if name in TENSOR_OPTION_NAMES and name not in taken
+    }
     return SavedCall(
         contents.tensors[input_name],
         contents.tensors[target_name],
         w,
         options=contents.options,
+        tensors=extra,
         source=str(path),
         notes=contents.notes,
     )

@@ -129,15 +129,21 @@ class ArgumentSummary(_Frozen):
 
 
 class CallSummary(_Frozen):
-    """The call that was checked, without its data."""
+    """The call that was checked, without its data.
+
+    `weight`, `ignore_index`, `reduction` and `label_smoothing` are cross-entropy's options (None
+    where the loss has no such option); the other tensor arguments of a family (`pos_weight`,
+    `linear_weight`) are in `arguments`, its other options in `options`."""
 
     loss: str = "cross_entropy"
     input: ArgumentSummary
     target: ArgumentSummary
     weight: ArgumentSummary | None = None
-    ignore_index: int | str = -100
+    ignore_index: int | str | None = -100
     reduction: str = "mean"
-    label_smoothing: float | str = 0.0
+    label_smoothing: float | str | None = 0.0
+    arguments: dict[str, ArgumentSummary] = Field(default_factory=dict)
+    options: dict[str, int | float | str | bool | None] = Field(default_factory=dict)
 
 
 class Report(_Frozen):

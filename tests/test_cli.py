@@ -506,7 +506,8 @@ def test_rules_table_and_json():
     assert result.exit_code == 0 and "CE301" in result.stdout and "softmax-applied" in result.stdout
     data = json.loads(cli("rules", "--format", "json").stdout)
     assert len(data) == len(cediag.RULES)
-    assert data[0].keys() == {"code", "rule", "severity", "family", "summary"}
+    assert data[0].keys() == {"code", "rule", "severity", "family", "loss_family", "summary"}
+    assert data[0]["family"] == "Shape and layout" and data[0]["loss_family"] == "cross_entropy"
     by_code = {item["code"]: item for item in data}
     assert (
         by_code["CE210"]["severity"] == "warning" and by_code["CE210"]["rule"] == "pad-token-target"
@@ -575,7 +576,7 @@ def test_dump_written_by_the_real_guard(tmp_path):
 @pytest.mark.parametrize("output_format", ["text", "json", "github", "sarif", "junit"])
 def test_values_not_checked_is_not_a_clean_pass(tmp_path, monkeypatch, output_format):
     """A check that could not read the values says so in every format and exits 2, never 0."""
-    from cediag import _statistics
+    from cediag.families.cross_entropy import statistics as _statistics
 
     def unreadable(self):
         raise MemoryError("can't allocate 40000000000 bytes")

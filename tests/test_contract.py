@@ -15,7 +15,8 @@ import torch.nn.functional as F
 
 import cediag
 from cediag import _engine
-from cediag._call import bind_call, torch_float, torch_int, torch_reduction
+from cediag._call import torch_float, torch_int, torch_reduction
+from cediag.families.cross_entropy.call import bind_call
 
 X, T = torch.randn(4, 3), torch.tensor([0, 1, 2, 0])
 

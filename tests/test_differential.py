@@ -34,7 +34,7 @@ FLOATS = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
 INTS = [torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8, torch.bool]
 # Structure rules that may call a call torch accepts an error: it runs, but is certainly wrong.
 LEGAL_BUT_WRONG = {"empty-batch", "label-smoothing-out-of-range", "single-class-output"}
-STRUCTURE_SLUGS = {r.slug for r in RULES.values() if r.phase in ("structure", "final")}
+STRUCTURE_SLUGS = {r.slug for r in RULES.values() if r.phase in ("arguments", "structure", "final")}
 # CI replays a fixed sequence of examples (no flaky red); locally each run explores new ones.
 DERANDOMIZE = bool(os.environ.get("CI"))
 

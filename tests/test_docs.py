@@ -32,6 +32,10 @@ def test_readme_lists_every_rule():
 
 
 def test_codes_are_grouped_by_family_and_unique():
+    from cediag.families import FAMILIES
+
     codes = list(RULES)
-    assert codes == sorted(codes)
+    prefixes = [family.prefix for family in FAMILIES.values()]
+    assert codes == sorted(codes, key=lambda code: (prefixes.index(RULES[code].prefix), code))
+    assert {RULES[code].prefix for code in codes} == set(prefixes)
     assert len({r.slug for r in RULES.values()}) == len(codes)

@@ -18,7 +18,8 @@ import pytest
 import torch
 
 import cediag
-from cediag._statistics import SAMPLE_ROWS, sample_rows, storage_view, whole_aminmax
+from cediag._reading import sample_rows, storage_view, whole_aminmax
+from cediag.families.cross_entropy.statistics import SAMPLE_ROWS
 
 ROWS = 2**24 + 4  # a float32 row index cannot name the last rows of this many
 

@@ -15,8 +15,14 @@ import torch.nn.functional as F
 from test_legal_calls import LEGAL
 
 import cediag
-from cediag._call import bind_call
-from cediag._sentinel import SentinelPlan, late_report, measure, read_now, reasons
+from cediag.families.cross_entropy.call import bind_call
+from cediag.families.cross_entropy.sentinel import (
+    SentinelPlan,
+    late_report,
+    measure,
+    read_now,
+    reasons,
+)
 from cediag.guard._config import DEFAULT_FIRST
 
 

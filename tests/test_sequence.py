@@ -54,11 +54,11 @@ def test_batch_rules_are_declared_with_their_docs():
 
 
 def test_register_adds_them_to_the_catalogue_without_changing_the_rest():
-    from cediag.rules import FAMILIES, RULES, find_rule
+    from cediag.rules import CATEGORIES, RULES, find_rule
     from cediag.sequence._rules import register
 
     before = dict(RULES)
-    had_family = "5" in FAMILIES
+    had_category = "CE5" in CATEGORIES
     try:
         register()
         register()
@@ -66,12 +66,12 @@ def test_register_adds_them_to_the_catalogue_without_changing_the_rest():
             c for c in before if not c.startswith("CE5")
         ]
         assert find_rule("CE501").slug == "pad-trained-as-label"
-        assert find_rule("num-items-mismatch").family == "Sequence context" == FAMILIES["5"]
+        assert find_rule("num-items-mismatch").category == "Sequence context" == CATEGORIES["CE5"]
     finally:  # leave the catalogue as the docs tests of this session expect it
         for code in [c for c in RULES if c not in before]:
             del RULES[code]
-        if not had_family:
-            FAMILIES.pop("5", None)
+        if not had_category:
+            CATEGORIES.pop("CE5", None)
 
 
 def test_check_batch_is_exported_lazily():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 import sys
 from enum import Enum
 from pathlib import Path
@@ -55,9 +56,13 @@ class Reduction(str, Enum):
     none = "none"
 
 
-class Loss(str, Enum):
-    cross_entropy = "cross_entropy"
-    nll = "nll"
+def _losses() -> dict[str, str]:
+    from ..families import losses  # declarations only: no rule module is imported
+
+    return {name: name for name in losses()}
+
+
+Loss = Enum("Loss", _losses(), type=str)  # every family's `loss=` names
 
 
 def fail(message: str) -> NoReturn:
@@ -248,6 +253,8 @@ def check(
                 sys.stderr.write(f"cediag: note: {path}: {note}\n")
         try:
             report = _check(saved, overrides, selected, ignored, path, quiet)
+        except ValueError as error:  # an option the loss does not take (--ignore-index for BCE)
+            fail(str(error))
         except Exception as error:  # check() never raises on tensors; this is a bug
             results.append(
                 FileError(
@@ -545,7 +552,8 @@ def rules(
                 "code": r.code,
                 "rule": r.slug,
                 "severity": r.severity.value,
-                "family": r.family,
+                "family": r.category,
+                "loss_family": r.family,
                 "summary": r.summary,
             }
             for r in RULES.values()
@@ -560,12 +568,12 @@ def rules(
     table = Table(title="cediag rules", title_justify="left")
     for column in ("code", "rule", "severity", "fires when"):
         table.add_column(column, no_wrap=column != "fires when")
-    family = None
+    category = None
     for r in RULES.values():
-        if r.family != family:
-            family = r.family
+        if r.code[:-2] != category:
+            category = r.code[:-2]
             table.add_row(
-                f"[bold]CE{r.code[2]}xx[/]", f"[bold]{family}[/]", "", "", end_section=False
+                f"[bold]{category}xx[/]", f"[bold]{r.category}[/]", "", "", end_section=False
             )
         sev = r.severity.value
         table.add_row(r.code, r.slug, f"[{STYLE[sev]}]{sev}[/]", r.summary)
@@ -594,7 +602,7 @@ def explain(
 
 def _suggest(word: str, choices: list[str]) -> str:
     close = difflib.get_close_matches(
-        word.upper() if word[:2].lower() == "ce" else word.lower(), choices, n=2
+        word.upper() if re.match(r"[A-Za-z]{2,4}\d", word) else word.lower(), choices, n=2
     )
     return f" (did you mean {' or '.join(close)}?)" if close else ""
 

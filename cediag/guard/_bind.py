@@ -8,6 +8,9 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+Mapped = tuple[Any, Any, dict[str, Any]]
+
+# F.cross_entropy's options: the default for a binder not told a family's.
 OPTION_NAMES = ("weight", "ignore_index", "reduction", "label_smoothing")
 _LEGACY = ("size_average", "reduce")
 _MISSING = object()
@@ -17,13 +20,22 @@ class ArgumentBinder:
     """Knows where a callable takes its input, target and options.
 
     Input and target are the parameters named `input_arg` / `target_arg`, else the first two
-    positional parameters. Options are taken from parameters named like F.cross_entropy's
-    (`weight`, `ignore_index`, `reduction`, `label_smoothing`), passed or defaulted.
+    positional parameters. Options are taken from parameters named like the family's (`options`;
+    by default F.cross_entropy's `weight`, `ignore_index`, `reduction`, `label_smoothing`),
+    passed or defaulted. `renamed` maps a family option to the parameter that holds it in this
+    function (Liger's fused loss takes `linear_weight` as `lin_weight`).
     """
 
     def __init__(
-        self, function: Callable, input_arg: str | None = None, target_arg: str | None = None
+        self,
+        function: Callable,
+        input_arg: str | None = None,
+        target_arg: str | None = None,
+        options: tuple[str, ...] = OPTION_NAMES,
+        renamed: dict[str, str] | None = None,
     ):
+        self.renamed = dict(renamed or {})
+        wanted = tuple(self.renamed.get(name, name) for name in options)
         self.names: list[str] = []
         self.defaults: dict[str, Any] = {}
         try:
@@ -34,17 +46,18 @@ class ArgumentBinder:
         for p in params:
             if p.kind in positional:
                 self.names.append(p.name)
-            if p.default is not inspect.Parameter.empty and p.name in OPTION_NAMES + _LEGACY:
+            if p.default is not inspect.Parameter.empty and p.name in wanted + _LEGACY:
                 self.defaults[p.name] = p.default
         named = [p.name for p in params if p.kind is not inspect.Parameter.VAR_KEYWORD]
-        for arg in (input_arg, target_arg):
+        for arg in (input_arg, target_arg, *self.renamed.values()):
             if arg is not None and arg not in named:
                 raise TypeError(
                     f"{getattr(function, '__name__', function)!r} has no argument {arg!r}"
                 )
         self.input_name = input_arg or (self.names[0] if self.names else None)
         self.target_name = target_arg or (self.names[1] if len(self.names) > 1 else None)
-        self.options = [n for n in OPTION_NAMES + _LEGACY if n in named]
+        self.options = [n for n in wanted + _LEGACY if n in named]
+        self._option_name = {held: name for name, held in self.renamed.items()}
         # Input and target are the first two positional parameters: read them by position.
         self.positional_pair = self.names[:2] == [self.input_name, self.target_name] or (
             not self.names and input_arg is None and target_arg is None
@@ -82,7 +95,7 @@ class ArgumentBinder:
         for name in self.options:
             value = self._get(name, -1, args, kwargs)
             if value is not _MISSING:
-                options[name] = value
+                options[self._option_name.get(name, name)] = value
         size_average, reduce = options.pop("size_average", None), options.pop("reduce", None)
         if size_average is not None or reduce is not None:
             from torch.nn import _reduction
@@ -91,3 +104,35 @@ class ArgumentBinder:
                 size_average, reduce, emit_warning=False
             )
         return x, t, options
+
+
+class MappedBinder:
+    """Binds a call to the parameter names of the library's function, then applies the entry's
+    mapping. Never raises: a call the mapping cannot read is not checked."""
+
+    __slots__ = ("defaults", "mapping", "names")
+
+    def __init__(self, function: Callable, mapping: Callable[[dict[str, Any]], Mapped | None]):
+        positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        parameters = inspect.signature(function).parameters.values()
+        self.names = [p.name for p in parameters if p.kind in positional]
+        self.defaults = {
+            p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty
+        }
+        self.mapping = mapping
+
+    def bind(self, args: tuple, kwargs: dict) -> Mapped | None:
+        try:
+            arguments = dict(self.defaults)
+            arguments.update(zip(self.names, args, strict=False))
+            arguments.update(kwargs)
+            return self.mapping(arguments)
+        except Exception:  # an argument missing or of an odd kind: the library will say
+            return None
+
+    def pair(self, args: tuple, kwargs: dict) -> tuple[Any, Any]:
+        """(input, target) after the mapping (which may take views: a shift, a movedim)."""
+        bound = self.bind(args, kwargs)
+        if bound is None:
+            raise TypeError("the call could not be mapped onto (input, target)")
+        return bound[0], bound[1]

@@ -2,8 +2,8 @@
 `check_then_call`.
 
 Every call is checked. A call whose signature (shapes, dtypes, options) passed the structure
-rules before gets the sentinel (`cediag._sentinel`): one read of the logits and a few reductions
-of the targets. A suspicion, and the schedule (`first`, then every `every`-th call at a call
+rules before gets its family's sentinel (`cediag/families/*/sentinel.py`): one read of the
+input and a few reductions of the targets. A suspicion, and the schedule (`first`, then every `every`-th call at a call
 site), get the full check on that same call. With `sync="deferred"` the readings stay on the
 device and are read every `sync_every` calls, at `summary()`, when a `watch()` block ends, and
 at interpreter exit: nothing found is ever dropped.
@@ -32,11 +32,12 @@ from typing import Any
 
 import torch
 
-from .. import _engine, _sentinel
-from .._call import Call, autocast_enabled, bind_call
+from .. import _engine
+from .._call import autocast_enabled
 from .._dump import write_dump
 from .._report import CrossEntropyInputError, Diagnostic, Report, Severity
-from .._sentinel import SentinelPlan
+from ..families import family_of
+from ..families._declaration import FamilyCall, SentinelPlan
 from ..rules import Rule, select_rules
 from ..rules._context import Context
 from ._config import (
@@ -425,7 +426,7 @@ class Guard:
                 if bound is None:
                     COLLECTOR.count_call(values=False)
                     return failing
-                call = bind_call(bound[0], bound[1], criterion=criterion, loss=loss, **bound[2])  # type: ignore[arg-type]
+                call = bind(loss, bound, criterion)
                 # A full check a late hint asked for is read at once, not deferred again.
                 hint = "a hint in a reading read late (sync='deferred')" if hinted else None
                 report, why = self._first_look(call, opts, full, state, n, key, hint)
@@ -433,8 +434,7 @@ class Guard:
                 report, why = self._sentinel(signature, binder, args, kwargs, opts, state, n)
                 call = None
                 if why:  # a suspicion: the full check, on this same call
-                    bound = binder.bind(args, kwargs)
-                    call = bind_call(bound[0], bound[1], criterion=criterion, loss=loss, **bound[2])  # type: ignore[arg-type]
+                    call = bind(loss, binder.bind(args, kwargs), criterion)
                     report = self._full(call, opts, state, n, f"the per-call check saw {why}")
         except Exception as error:  # a checker must not break the step it guards
             COLLECTOR.note(f"check at {state.site.name} failed: {type(error).__name__}: {error}")
@@ -457,7 +457,7 @@ class Guard:
 
     def _first_look(
         self,
-        call: Call,
+        call: FamilyCall,
         opts: GuardOptions,
         full: bool,
         state: _SiteState,
@@ -479,7 +479,8 @@ class Guard:
             ctx.notes.append("values not checked: torch rejects this call's shapes or options")
             return _engine.build_report(_engine.evaluate(ctx, rules, None, None)), ""
         structure = _engine.build_report(ctx) if ctx.found else None
-        signature = _Signature(SentinelPlan.of(call), structure)
+        sentinel = family_of(call.loss).sentinel
+        signature = _Signature(sentinel(call) if sentinel is not None else None, structure)
         if len(self._signatures) < _MAX_SIGNATURES:
             with contextlib.suppress(TypeError), self._lock:  # unhashable: not remembered
                 self._signatures[key] = signature
@@ -522,32 +523,32 @@ class Guard:
         n: int,
     ) -> tuple[Report | None, str]:
         if opts.sync == "deferred":
-            reading = _sentinel.measure(plan, x, t)
+            reading = plan.measure(x, t)
             with self._lock:  # read by the call that finds `sync_every` of them waiting
                 self._readings.append(_PendingReading(opts, plan, reading, state, n))
             with _WITH_PENDING_LOCK:
                 _WITH_PENDING.add(self)
             return signature.report, ""
-        found = _sentinel.read_now(plan, x, t)
-        return signature.report, self._follow(state, found)
+        found = plan.read_now(x, t)
+        return signature.report, self._follow(state, found, plan)
 
     @staticmethod
-    def _follow(state: _SiteState, found: tuple[str, ...]) -> str:
+    def _follow(state: _SiteState, found: tuple[str, ...], plan: SentinelPlan) -> str:
         """Which of a reading's reasons to follow with a full check: every exact fault; a hint
         only while armed (re-armed by a call without it)."""
         if not found and not state.disarmed:  # the healthy call: nothing to do
             return ""
-        follow = [reason for reason in found if reason in _sentinel.EXACT]
-        for hint in _sentinel.HINTS:
+        follow = [reason for reason in found if reason in plan.exact]
+        for hint in plan.hints:
             if hint not in found:
                 state.disarmed.discard(hint)
             elif hint not in state.disarmed:
                 follow.append(hint)
                 state.disarmed.add(hint)
-        return ", ".join(_REASON_TEXT[reason] for reason in follow)
+        return ", ".join(plan.explain(reason) for reason in follow)
 
     def _full(
-        self, call: Call, opts: GuardOptions, state: _SiteState, n: int, why: str | None
+        self, call: FamilyCall, opts: GuardOptions, state: _SiteState, n: int, why: str | None
     ) -> Report | None:
         """Every rule, with one statistics pass: read now, or (deferred) when it has arrived.
         The call itself was counted by the caller.
@@ -561,7 +562,7 @@ class Guard:
             return self._full_inner(call, opts, state, n, why)
 
     def _full_inner(
-        self, call: Call, opts: GuardOptions, state: _SiteState, n: int, why: str | None
+        self, call: FamilyCall, opts: GuardOptions, state: _SiteState, n: int, why: str | None
     ) -> Report | None:
         rules = _rules(opts)
         ctx = _engine.check_structure(call, rules)
@@ -579,7 +580,8 @@ class Guard:
             return _engine.build_report(ctx) if ctx.found or ctx.notes else None
         host, event = _to_host_async(packed)
         # Keep the values, not the autograd graph, alive until the statistics are read.
-        ctx.call = dataclasses.replace(call, input=call.input.detach())
+        with contextlib.suppress(TypeError):  # a call object that is not a dataclass
+            ctx.call = dataclasses.replace(call, input=call.input.detach())
         with self._lock:
             self._checks.append(_PendingCheck(opts, ctx, rules, plan, host, event, state, n))
         with _WITH_PENDING_LOCK:
@@ -602,10 +604,10 @@ class Guard:
         if readings:
             values = torch.stack([r.reading for r in readings]).tolist()  # one transfer
             for pending, reading in zip(readings, values, strict=True):
-                found = _sentinel.reasons(pending.plan, reading)
-                if any(hint in found for hint in _sentinel.HINTS):
+                found = pending.plan.reasons(reading)
+                if any(hint in found for hint in pending.plan.hints):
                     pending.state.full_next = True  # a hint: the full check on the next call
-                report = _sentinel.late_report(pending.plan, reading, pending.n)
+                report = pending.plan.late_report(reading, pending.n)
                 if report is not None:
                     try:
                         failing += self.handle(
@@ -656,7 +658,7 @@ class Guard:
     def handle(
         self,
         report: Report,
-        call: Call | None,
+        call: FamilyCall | None,
         state: _SiteState,
         n: int,
         opts: GuardOptions,
@@ -743,12 +745,6 @@ def _process_rank() -> int | None:
 
 # With a user-set budget, calls let through before the clock is read again.
 _LET_THROUGH = 16
-_REASON_TEXT = {
-    "nonfinite": "NaN or Inf in the logits",
-    "targets": "targets out of range, all ignored, or not probabilities",
-    "range": "a logits range an activation gives",
-    "graph": "an activation in the graph",
-}
 
 
 def structure_key(
@@ -773,7 +769,7 @@ def structure_key(
         else:
             parts.append((name, _object_key(value)))
     if criterion is not None:
-        parts.append(_criterion_options(criterion))
+        parts.append(_criterion_options(criterion, loss))
     parts.append(device is not None and autocast_enabled(device.type))
     return tuple(parts)
 
@@ -804,22 +800,41 @@ def _lookup(signatures: dict[tuple, _Signature], key: tuple) -> _Signature | Non
         return None
 
 
-def _criterion_options(criterion: Any) -> tuple:
-    """The options `bind_call` reads from a loss module, read from its `__dict__`:
-    nn.Module.__getattr__ costs half a microsecond per buffer or missing attribute."""
+def _criterion_options(criterion: Any, loss: str) -> tuple:
+    """The options the family's binding reads from a loss module (`Option.criterion`), read
+    from its `__dict__`: nn.Module.__getattr__ costs half a microsecond per buffer or missing
+    attribute."""
     state = getattr(criterion, "__dict__", None)
     if state is None:
         return (criterion,)
-    weight = state.get("weight")
-    if weight is None:
-        weight = state.get("_buffers", {}).get("weight")
-    if weight is None:
-        weight = state.get("_parameters", {}).get("weight")
-    if isinstance(weight, torch.Tensor):
-        weight = (weight.shape, weight.dtype, weight.device, weight.layout)
-    return (
-        weight,
-        state.get("ignore_index"),
-        state.get("reduction"),
-        state.get("label_smoothing"),
-    )
+    parts = []
+    for option in _criterion_attributes(loss):
+        value = state.get(option, _ABSENT)
+        if value is _ABSENT:
+            value = state.get("_buffers", {}).get(option, _ABSENT)
+        if value is _ABSENT:
+            value = state.get("_parameters", {}).get(option)
+        if isinstance(value, torch.Tensor):
+            value = (value.shape, value.dtype, value.device, value.layout)
+        parts.append(value)
+    return tuple(parts)
+
+
+_ABSENT = object()
+_ATTRIBUTES: dict[str, tuple[str, ...]] = {}
+
+
+def _criterion_attributes(loss: str) -> tuple[str, ...]:
+    names = _ATTRIBUTES.get(loss)
+    if names is None:
+        options = family_of(loss).options
+        names = tuple(o.criterion for o in options if o.criterion is not None)
+        _ATTRIBUTES[loss] = names
+    return names
+
+
+def bind(loss: str, bound: tuple[Any, Any, dict[str, Any]] | None, criterion: Any) -> FamilyCall:
+    """The family's call object for one bound (input, target, options)."""
+    if bound is None:
+        raise TypeError("the loss was called without an input and a target")
+    return family_of(loss).bind(loss, bound[0], bound[1], bound[2], criterion)

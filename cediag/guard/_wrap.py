@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 
 import torch
 
+from ..families import all_entry_points, family_of, loss_of_criterion
+from ..families._declaration import EntryPoint
 from ._bind import ArgumentBinder
 from ._guard import _IN_LOSS, Guard, check_then_call, is_compiling
 
@@ -23,14 +25,41 @@ _MARK = "__cediag_guard__"
 
 
 def _loss_kind(function: Any, loss: str | None) -> str:
+    """The loss to check `function` as: `loss` when given (validated), else what a family
+    declares for its class or its entry point, else "nll" for a function named *nll*, else
+    cross-entropy."""
     if loss is not None:
-        if loss not in ("cross_entropy", "nll"):
-            raise ValueError(f"Expected `loss` to be 'cross_entropy' or 'nll', but got {loss!r}")
+        family_of(loss)  # ValueError naming the known losses
         return loss
-    if isinstance(function, torch.nn.NLLLoss):
-        return "nll"
+    from_class = loss_of_criterion(function)
+    if from_class is not None:
+        return from_class
+    entry = _entry_point(function)
+    if entry is not None:
+        return entry.loss
     name = getattr(function, "__name__", type(function).__name__).lower()
     return "nll" if "nll" in name else "cross_entropy"
+
+
+def _entry_point(function: Any) -> EntryPoint | None:
+    """The family entry point `function` is (a function some family declares, by module and
+    name), or whose class's method it is (Liger's fused loss module): its mapping knows the
+    library's argument order."""
+    if isinstance(function, torch.nn.Module):
+        module, name = type(function).__module__, f"{type(function).__qualname__}.forward"
+    else:
+        module = getattr(function, "__module__", None)
+        name = getattr(function, "__qualname__", None)
+    for entry in all_entry_points():
+        if entry.module == module and entry.attribute == name:
+            return entry
+    return None
+
+
+def _binder(function: Callable, loss: str, input_arg: str | None, target_arg: str | None):
+    """How to find (input, target, options) in a call of `function`: the arguments named
+    `input_arg` / `target_arg`, else the first two, and the family's options by name."""
+    return ArgumentBinder(function, input_arg, target_arg, options=family_of(loss).option_names)
 
 
 def _guarded(
@@ -69,7 +98,14 @@ class _GuardedForward:
     def _start(self) -> None:
         forward = type(self.module).forward.__get__(self.module)
         self._forward = forward
-        self._binder = ArgumentBinder(forward, self.input_arg, self.target_arg)
+        entry = _entry_point(self.module) if self.input_arg is self.target_arg is None else None
+        # A library's loss module (Liger's fused one): its entry point's mapping reads the
+        # arguments in the library's order, and the options from the module.
+        self._binder = (
+            _SelfBinder(entry.binder(type(self.module).forward), self.module)
+            if entry is not None and entry.mapping is not None
+            else _binder(forward, self.loss, self.input_arg, self.target_arg)
+        )
         self.guard = Guard(self.options)
         self.__wrapped__ = forward
         setattr(self, _MARK, self.guard)
@@ -107,12 +143,14 @@ def wrap(
     target_arg: str | None = None,
     **options: Any,
 ) -> F:
-    """Guard a cross-entropy-like loss: every call is checked before it runs.
+    """Guard a loss: every call is checked before it runs.
 
-    `criterion`: an `nn.CrossEntropyLoss` / `nn.NLLLoss` (options are read from it), any loss
-    module or function taking `(input, target, ...)`. `loss="nll"` checks it as `F.nll_loss`
-    (inferred for `nn.NLLLoss` and functions named `*nll*`). `input_arg` / `target_arg` name the
-    arguments when they are not the first two. `options`: `on_error`, `fail_on`, `first`,
+    `criterion`: a torch loss module (`nn.CrossEntropyLoss`, `nn.BCEWithLogitsLoss`, ...; options
+    are read from it), a library's loss a family declares (Liger's fused linear cross-entropy),
+    or any loss module or function taking `(input, target, ...)`. `loss=` names the loss to check
+    it as ("nll", "bce_with_logits", "linear_cross_entropy", ...; inferred from the class, the
+    entry point, or a function named `*nll*`, else "cross_entropy"). `input_arg` / `target_arg`
+    name the arguments when they are not the first two. `options`: `on_error`, `fail_on`, `first`,
     `every`, `budget`, `sync`, `sync_every`, `dump_dir`, `select`, `ignore`, `enabled` (see
     `cediag.guard.GuardOptions`).
     Modules are guarded in place and returned (they deep-copy, pickle and `torch.save` like the
@@ -124,7 +162,7 @@ def wrap(
         if "forward" in criterion.__dict__:  # a forward of its own: guard that callable
             guard = Guard(options)
             forward = criterion.forward
-            binder = ArgumentBinder(forward, input_arg, target_arg)
+            binder = _binder(forward, kind, input_arg, target_arg)
             criterion.forward = _guarded(forward, binder, guard, criterion, kind)
             return criterion
         criterion.forward = _GuardedForward(criterion, kind, input_arg, target_arg, options)
@@ -132,8 +170,30 @@ def wrap(
     if not callable(criterion):
         raise TypeError(f"cediag.wrap expects a loss callable, got {type(criterion).__name__}")
     guard = Guard(options)
-    binder = ArgumentBinder(criterion, input_arg, target_arg)
+    entry = _entry_point(criterion) if input_arg is target_arg is None else None
+    if entry is not None and entry.mapping is not None:
+        binder = entry.binder(criterion)
+    else:
+        binder = _binder(criterion, kind, input_arg, target_arg)
     return _guarded(criterion, binder, guard, None, kind)  # type: ignore[return-value]
+
+
+class _SelfBinder:
+    """An entry point's binder for a method, bound to one module: the mapping reads `self`."""
+
+    __slots__ = ("binder", "module")
+
+    def __init__(self, binder: Any, module: Any):
+        self.binder, self.module = binder, module
+
+    def bind(self, args: tuple, kwargs: dict) -> Any:
+        return self.binder.bind((self.module, *args), kwargs)
+
+    def pair(self, args: tuple, kwargs: dict) -> tuple[Any, Any]:
+        bound = self.bind(args, kwargs)
+        if bound is None:
+            raise TypeError("the loss was called without an input and a target")
+        return bound[0], bound[1]
 
 
 def unwrap(criterion: Any) -> Any:

@@ -1,8 +1,10 @@
-"""The rule catalogue. Importing this package registers every rule."""
+"""The rule catalogue: the registry, and every family's rules. Importing this package
+registers them all (each family's `rules` module, then the sequence-context rules)."""
 
-from . import logits, options, shape, targets  # noqa: F401  (registration side effect)
+import importlib
+
 from ._registry import (
-    FAMILIES,
+    CATEGORIES,
     RULES,
     Finding,
     Rule,
@@ -13,8 +15,17 @@ from ._registry import (
 )
 
 
+def _register_family_rules() -> None:
+    from ..families import FAMILIES
+
+    for family in FAMILIES.values():
+        for digit, title in family.categories.items():
+            CATEGORIES.setdefault(f"{family.prefix}{digit}", title)
+        importlib.import_module(family.rules)
+
+
 def _register_sequence_rules() -> None:
-    """The sequence-context rules (CE5xx, phase "batch") live with their family in
+    """The sequence-context rules (CE5xx, phase "batch") live with their checks in
     cediag.sequence; the catalogue lists them too, so `cediag rules`, `explain`, the docs and
     select patterns know them. Imported here, after the registry is complete."""
     from ..sequence._rules import register
@@ -22,14 +33,25 @@ def _register_sequence_rules() -> None:
     register()
 
 
+_register_family_rules()
 _register_sequence_rules()
 
-# Registration follows module import order; the catalogue reads in code order.
-for _code in sorted(RULES):
+
+def _catalogue_order(code: str) -> tuple[int, str]:
+    """Family by family, in registration order, then by code."""
+    from ..families import FAMILIES
+
+    prefixes = [family.prefix for family in FAMILIES.values()]
+    prefix = RULES[code].prefix
+    return (prefixes.index(prefix) if prefix in prefixes else len(prefixes), code)
+
+
+# Registration follows module import order; the catalogue reads in catalogue order.
+for _code in sorted(RULES, key=_catalogue_order):
     RULES[_code] = RULES.pop(_code)
 
 __all__ = [
-    "FAMILIES",
+    "CATEGORIES",
     "RULES",
     "Finding",
     "Rule",

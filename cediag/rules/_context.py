@@ -1,4 +1,5 @@
-"""What a rule sees: the bound call, the statistics (value rules), the graph, and earlier findings."""
+"""What a rule sees: the bound call (a family's call object), the statistics (value rules), the
+graph, and earlier findings. Nothing here names a family."""
 
 from __future__ import annotations
 
@@ -8,11 +9,9 @@ from typing import Any
 
 import torch
 
-from .._call import Call, dtype_name
-from .._contract import torch_rejection
+from .._call import dtype_name
 from .._graph import _RESHAPING, _SAME_LAYOUT, ActivationNode
 from .._report import Diagnostic, TensorEvidence
-from .._statistics import Statistics
 
 # Autograd nodes that compute raw scores: an affine map, a matmul, a convolution, an embedding
 # lookup, a normalisation layer. When the graph behind the input ends in one of these (past
@@ -43,9 +42,9 @@ _MAX_GRAPH_STEPS = 32
 
 @dataclass
 class Context:
-    call: Call
+    call: Any  # the family's call object (cediag.families._declaration.FamilyCall)
     activation: ActivationNode | None = None
-    stats: Statistics | None = None
+    stats: Any = None  # what the family's statistics plan read
     found: list[Diagnostic] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     cache: dict[str, Any] = field(default_factory=dict)  # second looks shared between rules
@@ -53,7 +52,7 @@ class Context:
     @cached_property
     def rejection(self) -> str | None:
         """What torch would say about the call's metadata, or None if it accepts it."""
-        return torch_rejection(self.call)
+        return self.call.rejection()
 
     @cached_property
     def graph_origin(self) -> str | None:
@@ -89,7 +88,7 @@ def tensor_evidence(role: str, t: torch.Tensor) -> TensorEvidence:
     )
 
 
-def call_evidence(call: Call) -> list[TensorEvidence]:
+def call_evidence(call: Any) -> list[TensorEvidence]:
     return [tensor_evidence("input", call.input), tensor_evidence("target", call.target)]
 
 

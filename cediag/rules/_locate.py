@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import torch
 
-from .._statistics import storage_view
+from .._reading import storage_view
 
 CHUNK_ELEMENTS = 1 << 22
 MAX_POSITIONS = 5

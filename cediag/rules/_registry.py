@@ -1,5 +1,8 @@
 """The rule registry: each rule is one small function, registered with its code and docs.
 
+A code is the family's prefix, the category digit and two digits (`CE101`, `BCE201`); the
+families (`cediag.families`) declare their prefixes and category titles.
+
 A rule's docstring is its documentation, in four sections (as ruff writes its rules):
 "What it does", "Why is this bad?", "Example", "Use instead". `cediag explain` and
 docs/rules.md are generated from it, so the docs cannot drift from the code.
@@ -16,15 +19,15 @@ from typing import Literal
 
 from .._report import Evidence, Severity
 
-# structure: metadata only; values: after the statistics pass; final: the safety net, last.
-Phase = Literal["structure", "values", "final"]
+# arguments: first, on anything (the arguments may not even be tensors); structure: metadata
+# only; values: after the statistics pass; final: the safety net, last; batch: the sequence
+# context's rules (cediag.sequence), which see a batch, not one loss call.
+Phase = Literal["arguments", "structure", "values", "final", "batch"]
 
-FAMILIES = {
-    "1": "Shape and layout",
-    "2": "Target dtype and values",
-    "3": "Logit values",
-    "4": "Options",
-}
+# "CE1" -> "Shape and layout": filled from the families' declarations, plus categories that
+# live outside a loss family (the sequence context's CE5xx).
+CATEGORIES: dict[str, str] = {}
+_CODE = re.compile(r"([A-Z]{2,4})([1-9])\d\d")
 
 
 @dataclass(frozen=True)
@@ -46,8 +49,21 @@ class Rule:
     function: Callable = field(repr=False, compare=False)
 
     @property
+    def prefix(self) -> str:
+        return self.code[:-3]
+
+    @property
+    def category(self) -> str:
+        """The title of the rule's category ("Shape and layout")."""
+        return CATEGORIES.get(self.code[:-2], "")
+
+    @property
     def family(self) -> str:
-        return FAMILIES[self.code[2]]
+        """The name of the loss family whose prefix the code carries ("cross_entropy")."""
+        from ..families import family_of_prefix
+
+        found = family_of_prefix(self.prefix)
+        return found.name if found is not None else ""
 
     @property
     def sections(self) -> dict[str, str]:
@@ -59,8 +75,9 @@ RULES: dict[str, Rule] = {}  # code -> Rule, in registration order
 
 
 def rule(code: str, slug: str, severity: str, phase: Phase, summary: str):
-    """Register a rule function under a stable code (CEfnn: f = family) and slug."""
-    if not re.fullmatch(r"CE[1-5]\d\d", code):
+    """Register a rule function under a stable code (`CE101`: prefix, category, number) and a
+    slug unique across families."""
+    if not _CODE.fullmatch(code):
         raise ValueError(f"bad rule code {code!r}")
 
     def register(function: Callable) -> Callable:
@@ -131,7 +148,7 @@ def _as_list(patterns: Iterable[str] | str | None) -> list[str] | None:
 
 def _closest(pattern: str) -> str:
     """' (did you mean CE301 or CE302?)' from the codes or the slugs, whichever it resembles."""
-    if pattern[:2].upper() == "CE":
+    if re.match(r"[A-Za-z]{2,4}\d", pattern):  # code-like: CE999, bce1, ce30l
         word, choices = pattern.upper(), list(RULES)
     else:
         word, choices = pattern.lower(), [r.slug for r in RULES.values()]

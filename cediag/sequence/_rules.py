@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from .._call import dtype_name, shape_str
 from .._report import OptionEvidence, Severity, TensorEvidence, ValueEvidence
-from ..rules._registry import FAMILIES, Finding, Rule, rule
+from ..rules._registry import CATEGORIES, Finding, Rule, rule
 from ._context import BatchContext
 from ._stats import BatchStats, count_over, pad_runs
 
-FAMILY = ("5", "Sequence context")
+CATEGORY = ("CE5", "Sequence context")
 PHASE = "batch"  # the engine runs structure, values, final: never these
 # The batch rules, in code order. `register()` adds them to the shared catalogue (RULES), so
 # `cediag rules`, `cediag explain` and docs/rules.md list them; `check_batch` and the model
@@ -36,7 +36,7 @@ def register() -> None:
     """Add the batch rules to the rule catalogue (idempotent)."""
     from ..rules._registry import RULES
 
-    FAMILIES.setdefault(*FAMILY)
+    CATEGORIES.setdefault(*CATEGORY)
     for r in BATCH_RULES:
         if r.code not in RULES:
             rule(r.code, r.slug, r.severity.value, r.phase, r.summary)(r.function)

@@ -35,7 +35,7 @@ def driver() -> dict[str, object]:
                 "fullDescription": {"text": rule.sections.get("What it does", rule.summary)},
                 "help": {"text": rule_markdown(rule), "markdown": rule_markdown(rule)},
                 "defaultConfiguration": {"level": LEVEL[rule.severity.value]},
-                "properties": {"tags": [rule.family]},
+                "properties": {"tags": [rule.category, rule.family]},
             }
             for rule in RULES.values()
         ],

@@ -17,7 +17,8 @@ from __future__ import annotations
 from typing import Any
 
 from .._declaration import LossFamily, Option
-from .call import LinearCall, bind_linear_call
+
+# Nothing heavy at import (no torch): the CLI reads the declarations before it imports torch.
 
 # Cross-entropy rules this family runs on its stand-in call, each audited: they read the
 # target, the options, and the logits' shape and dtype (which the stand-in has), never the
@@ -32,13 +33,13 @@ REUSED = (
 )  # fmt: skip
 
 
-def _bind(
-    loss: str, input: Any, target: Any, options: dict[str, Any], criterion: Any
-) -> LinearCall:
+def _bind(loss: str, input: Any, target: Any, options: dict[str, Any], criterion: Any):
+    from .call import bind_linear_call
+
     return bind_linear_call(input, target, options, criterion)
 
 
-def _sentinel(call: LinearCall):
+def _sentinel(call: Any):
     from .sentinel import LinearSentinelPlan
 
     return LinearSentinelPlan.of(call)

@@ -6,12 +6,13 @@ import math
 
 import torch
 
-from .._call import Call, shape_str
-from .._report import GraphEvidence, RowSumEvidence, ValueEvidence
-from .._statistics import InputStats
-from ._context import Context, fmt, fmt_range, tensor_evidence
-from ._locate import count_and_locate, dim_sum_range
-from ._registry import Finding, rule
+from ...._call import shape_str
+from ...._report import GraphEvidence, RowSumEvidence, ValueEvidence
+from ....rules._context import Context, fmt, fmt_range, tensor_evidence
+from ....rules._locate import count_and_locate, dim_sum_range
+from ....rules._registry import Finding, rule
+from ..call import Call
+from ..statistics import InputStats
 
 RELU_ZERO_FRACTION = 0.10
 MIN_ELEMENTS_FOR_SHAPE_OF_VALUES = 16  # below this, a range like [0, 1] happens by chance

@@ -6,10 +6,11 @@ import dataclasses
 
 import torch
 
-from .._call import FLOAT_DTYPES, Call, dtype_name, looks_class_dim_last, shape_str
-from .._contract import torch_rejection, weight_grad_reason
-from ._context import Context, call_evidence, tensor_evidence
-from ._registry import Finding, rule
+from ...._call import FLOAT_DTYPES, dtype_name, shape_str
+from ....rules._context import Context, call_evidence, tensor_evidence
+from ....rules._registry import Finding, rule
+from ..call import Call, looks_class_dim_last
+from ..contract import torch_rejection, weight_grad_reason
 
 
 def _index_call(call: Call) -> bool:
@@ -481,7 +482,7 @@ def input_not_float(ctx: Context) -> Finding | None:
     )
 
 
-@rule("CE110", "not-a-tensor", "error", "structure", "input or target is not a dense torch.Tensor")
+@rule("CE110", "not-a-tensor", "error", "arguments", "input or target is not a dense torch.Tensor")
 def not_a_tensor(ctx: Context) -> Finding | None:
     """An argument is not a dense `torch.Tensor`.
 

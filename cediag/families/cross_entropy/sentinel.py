@@ -21,11 +21,12 @@ from typing import Any
 
 import torch
 
-from ._call import FLOAT_DTYPES, Call, autocast_enabled, shape_str
-from ._graph import ACTIVATION_NODES
-from ._report import CallSummary, Diagnostic, Report, ValueEvidence
-from ._statistics import probability_tolerance, whole_aminmax
-from .rules import RULES
+from ..._call import FLOAT_DTYPES, autocast_enabled, shape_str
+from ..._graph import ACTIVATION_NODES
+from ..._reading import probability_tolerance, whole_aminmax
+from ..._report import CallSummary, Diagnostic, Report, ValueEvidence
+from ...rules import RULES
+from .call import Call
 from .rules.targets import NO_IGNORE
 
 # Logits at least this large, as any rule calls extreme (CE307), are a reason to look closer.
@@ -44,6 +45,12 @@ _PROB_SLACK = 1e-2
 # `graph` are hints (the values could be legal) that the guard follows once per episode.
 EXACT = ("nonfinite", "targets")
 HINTS = ("range", "graph")
+REASON_TEXT = {
+    "nonfinite": "NaN or Inf in the logits",
+    "targets": "targets out of range, all ignored, or not probabilities",
+    "range": "a logits range an activation gives",
+    "graph": "an activation in the graph",
+}
 
 
 @dataclass(frozen=True)
@@ -60,6 +67,25 @@ class SentinelPlan:
     extreme: float
     on_cpu: bool  # read step by step: there is no transfer to wait for
     tolerance: float  # how far from 1 a row of probability targets may sum
+
+    # The SentinelPlan protocol (cediag.families._declaration), over this module's functions.
+    exact = EXACT
+    hints = HINTS
+
+    def read_now(self, x: torch.Tensor, t: torch.Tensor) -> tuple[str, ...]:
+        return read_now(self, x, t)
+
+    def measure(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return measure(self, x, t)
+
+    def reasons(self, values: list, x: torch.Tensor | None = None) -> tuple[str, ...]:
+        return reasons(self, values, x)
+
+    def late_report(self, values: list, call_number: int) -> Report | None:
+        return late_report(self, values, call_number)
+
+    def explain(self, reason: str) -> str:
+        return REASON_TEXT[reason]
 
     @staticmethod
     def of(call: Call) -> SentinelPlan | None:

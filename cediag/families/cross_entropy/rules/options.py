@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .._call import (
+from ...._call import (
     INT64_MAX,
     INT64_MIN,
     REDUCTIONS,
@@ -15,10 +15,10 @@ from .._call import (
     torch_int,
     torch_reduction,
 )
-from .._contract import weight_shape_ok
-from .._report import OptionEvidence
-from ._context import Context, tensor_evidence
-from ._registry import Finding, rule
+from ...._report import OptionEvidence
+from ....rules._context import Context, tensor_evidence
+from ....rules._registry import Finding, rule
+from ..contract import weight_shape_ok
 
 
 @rule("CE401", "weight-shape-mismatch", "error", "structure", "class weights are not a (C,) tensor")
@@ -153,7 +153,7 @@ def ignore_index_with_probabilities(ctx: Context) -> Finding | None:
     "CE404",
     "invalid-option",
     "error",
-    "structure",
+    "arguments",
     "reduction, ignore_index or label_smoothing of the wrong kind",
 )
 def invalid_option(ctx: Context) -> Finding | None:

@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import torch
 
-from ._call import (
+from ..._call import (
     FLOAT_DTYPES,
     INDEX_DTYPES,
-    Call,
     dtype_name,
     option_text,
     shape_str,
@@ -26,6 +25,7 @@ from ._call import (
     torch_int,
     torch_reduction,
 )
+from .call import Call
 
 
 def torch_rejection(call: Call) -> str | None:
@@ -106,7 +106,7 @@ def _meta_rejection(call: Call) -> str | None:
     x, t, w = call.input, call.target, call.weight
     if x.dim() == 1 and t.dim() == 1:
         return f"size mismatch (got input: {list(x.shape)}, target: {list(t.shape)}) (meta)"
-    if t.dtype == torch.uint8 and _smoothing(call) > 0 and t.numel() > 0:
+    if t.dtype == torch.uint8 and t.numel() > 0:  # the meta kernels gather with the target
         return "gather(): Expected dtype int32/int64 for index, but got torch.uint8 (meta)"
     if w is not None and x.dim() >= 3 and (w.dim() == 0 or w.shape[0] != w.numel()):
         return f"shape '[1, 1, 1, 1]' is invalid for a weight of shape {list(w.shape)} (meta)"

@@ -6,12 +6,13 @@ import math
 
 import torch
 
-from .._call import Call, dtype_name, shape_str, torch_int
-from .._report import OptionEvidence, ValueEvidence
-from .._statistics import IndexTargetStats
-from ._context import Context, call_evidence, fmt, tensor_evidence
-from ._locate import first_positions
-from ._registry import Finding, rule
+from ...._call import dtype_name, shape_str, torch_int
+from ...._report import OptionEvidence, ValueEvidence
+from ....rules._context import Context, call_evidence, fmt, tensor_evidence
+from ....rules._locate import first_positions
+from ....rules._registry import Finding, rule
+from ..call import Call
+from ..statistics import IndexTargetStats
 
 PAD_RUN_MIN = 4
 # Out-of-range labels suggest a bigger head only when they are at least this share of the
@@ -636,7 +637,7 @@ def _flat_pad_token_target(ctx: Context, s: IndexTargetStats) -> Finding | None:
     call = ctx.call
     if s.ignored < 2 or s.ignored * 8 > s.numel:  # B sentinels in B*T labels, T >= 8
         return None
-    from ..sequence._stats import flat_pad_runs
+    from ....sequence._stats import flat_pad_runs
 
     runs = flat_pad_runs(call.target, _ignore(call))
     if runs is None or runs.rows_padded < 2:
