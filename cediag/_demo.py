@@ -1,7 +1,9 @@
-"""`cediag demo`: the most common real cross-entropy mistakes, each next to what torch says.
+"""`cediag demo`: the most common real classification-loss mistakes, each next to what torch
+says.
 
 Every case builds small synthetic tensors on the fly (seeded, so the output is the same on each
-run), calls `F.cross_entropy` the way the mistaken code would, and checks the same call with
+run), calls the loss (`F.cross_entropy`, `F.binary_cross_entropy_with_logits`,
+`F.linear_cross_entropy`) the way the mistaken code would, and checks the same call with
 `cediag.check`. Half of the mistakes torch does not notice at all.
 """
 
@@ -25,7 +27,7 @@ class Case:
     title: str
     code: str  # the line the user wrote
     story: str  # where this mistake comes from
-    build: Callable[[torch.Generator], dict[str, Any]]  # F.cross_entropy keyword arguments
+    build: Callable[[torch.Generator], dict[str, Any]]  # cediag.check keyword arguments
 
 
 def _randn(g: torch.Generator, *shape: int) -> torch.Tensor:
@@ -87,6 +89,36 @@ def _pad_token(g):
     target = _labels(g, 50, 4, 12)
     target[:, 5:] = 0  # token id 0 is the tokenizer's pad
     return {"input": _randn(g, 4, 50, 12), "target": target}
+
+
+def _sigmoid_then_bce_with_logits(g):
+    logits = _randn(g, 8, 5).requires_grad_()
+    target = (torch.rand(8, 5, generator=g) < 0.3).float()
+    return {"input": logits.sigmoid(), "target": target, "loss": "bce_with_logits"}
+
+
+def _class_indices_to_bce(g):
+    return {"input": _randn(g, 8, 5), "target": _labels(g, 5, 8), "loss": "bce_with_logits"}
+
+
+def _token_beyond_vocabulary(g):
+    target = _labels(g, 100, 16)
+    target[[3, 11]] = 100  # a token added to the tokenizer, the embedding never resized
+    return {
+        "input": _randn(g, 16, 32),
+        "target": target,
+        "loss": "linear_cross_entropy",
+        "linear_weight": _randn(g, 100, 32),
+    }
+
+
+def _hidden_not_flattened(g):
+    return {
+        "input": _randn(g, 4, 8, 32),
+        "target": _labels(g, 100, 4, 8),
+        "loss": "linear_cross_entropy",
+        "linear_weight": _randn(g, 100, 32),
+    }
 
 
 def _correct(g):
@@ -161,6 +193,31 @@ CASES: list[Case] = [
         _pad_token,
     ),
     Case(
+        "Sigmoid before BCEWithLogitsLoss",
+        "nn.BCEWithLogitsLoss()(model(x).sigmoid(), y)  # multi-label",
+        "the model ends in nn.Sigmoid, and the loss applies a sigmoid again: gradients vanish",
+        _sigmoid_then_bce_with_logits,
+    ),
+    Case(
+        "Class indices given to BCEWithLogitsLoss",
+        "nn.BCEWithLogitsLoss()(logits, y)  # logits (N, C), y (N,) class ids",
+        "multi-label BCE wants one 0/1 column per class: a multi-hot (N, C) float target",
+        _class_indices_to_bce,
+    ),
+    Case(
+        "Token id beyond the vocabulary (fused loss)",
+        "F.linear_cross_entropy(hidden, lm_head.weight, labels)",
+        "tokens added to the tokenizer without resize_token_embeddings (on a GPU kernel: an "
+        "assert, or a NaN row)",
+        _token_beyond_vocabulary,
+    ),
+    Case(
+        "Hidden states not flattened (fused loss)",
+        "F.linear_cross_entropy(hidden, lm_head.weight, labels)  # hidden (B, T, H)",
+        "the fused loss takes (N, H) hidden states and (N,) labels",
+        _hidden_not_flattened,
+    ),
+    Case(
         "A correct call (stays silent)",
         "F.cross_entropy(logits, y, label_smoothing=0.1)",
         "legal calls produce no findings",
@@ -177,11 +234,23 @@ class Outcome:
     report: Report
 
 
+def _torch_loss(kwargs: dict[str, Any]) -> torch.Tensor:
+    """The torch function the case's code calls, with its arguments."""
+    kwargs = dict(kwargs)
+    loss = kwargs.pop("loss", "cross_entropy")
+    if loss == "bce_with_logits":
+        return F.binary_cross_entropy_with_logits(**kwargs)
+    if loss == "linear_cross_entropy":
+        x, t, w = kwargs.pop("input"), kwargs.pop("target"), kwargs.pop("linear_weight")
+        return F.linear_cross_entropy(x, w, t, **kwargs)
+    return F.cross_entropy(**kwargs)
+
+
 def torch_verdict(kwargs: dict[str, Any], report: Report) -> tuple[bool, str]:
-    """What F.cross_entropy does with the call: its exception, or the loss it returns."""
+    """What torch does with the call: its exception, or the loss it returns."""
     try:
         with torch.no_grad():
-            loss = F.cross_entropy(**kwargs)
+            loss = _torch_loss(kwargs)
     except Exception as error:  # what torch raises is the point of the demo
         text = str(error).strip()
         return True, f"{type(error).__name__}: {text.splitlines()[0] if text else ''}".strip()
@@ -232,7 +301,8 @@ def _render(outcomes: list[Outcome], out: TextIO) -> None:
 
     console = Console(file=out, highlight=False)
     console.print(
-        "[bold]cediag demo[/]: common cross-entropy mistakes, what torch says, what cediag says\n"
+        "[bold]cediag demo[/]: common classification-loss mistakes, what torch says, what cediag "
+        "says\n"
     )
     silent = 0
     style = {"error": "bold red", "warning": "yellow", "info": "cyan"}

@@ -89,15 +89,26 @@ def check_call(call: FamilyCall, rules: list[Rule] | None = None) -> Report:
 
 def rules_for(call: FamilyCall, rules: list[Rule] | None) -> list[Rule]:
     """The rules among `rules` (default: all) that belong to the call's family, or that it
-    reuses from another."""
+    reuses from another. Remembered per family and rule list (`select_rules` hands out the
+    same list for the same selection), since a guard asks on every full check."""
+    key = (call.loss, id(rules))
+    found = _RULES_FOR.get(key)
+    if found is not None and found[0] is rules:
+        return found[1]
     family = family_of(call.loss)
     chosen = list(RULES.values()) if rules is None else rules
-    return [
+    mine = [
         r
         for r in chosen
         if r.phase != "batch"
         and (r.prefix == family.prefix or any(r.code.startswith(p) for p in family.reuses))
     ]
+    if len(_RULES_FOR) < 256:
+        _RULES_FOR[key] = (rules, mine)  # holds `rules`, so its id stays its own
+    return mine
+
+
+_RULES_FOR: dict[tuple[str, int], tuple[list[Rule] | None, list[Rule]]] = {}
 
 
 def check_structure(call: FamilyCall, rules: list[Rule] | None = None) -> Context:

@@ -29,6 +29,10 @@ EXPECTED = {
     "int32 targets": ("CE205", True),
     "NaN in the logits": ("CE306", False),
     "Pad token trained as a class": ("CE210", False),
+    "Sigmoid before BCEWithLogitsLoss": ("BCE301", False),
+    "Class indices given to BCEWithLogitsLoss": ("BCE104", True),
+    "Token id beyond the vocabulary (fused loss)": ("CE206", True),
+    "Hidden states not flattened (fused loss)": ("LCE102", True),
     "A correct call (stays silent)": (None, False),
 }
 
@@ -61,7 +65,7 @@ def test_demo_command_shows_torch_and_cediag():
     assert "1. Softmax applied twice" in out and "CE301 softmax-applied" in out
     assert "no error - loss = nan (silently wrong)" in out
     assert "RuntimeError: 0D or 1D target tensor expected" in out
-    assert "torch said nothing about 6 of these 12 calls" in out
+    assert "torch said nothing about 7 of these 16 calls" in out
 
 
 def test_demo_json():

@@ -1,4 +1,4 @@
-"""Guard a training loop: check cross-entropy calls as they happen (`wrap`, `checked`, `watch`)."""
+"""Guard a training loop: check loss calls as they happen (`wrap`, `checked`, `watch`)."""
 
 from ._config import GuardOptions as GuardOptions
 from ._config import configure as configure

@@ -53,7 +53,7 @@ logger = logging.getLogger("cediag")
 
 
 class CediagWarning(UserWarning):
-    """A finding on a guarded cross-entropy call; `.diagnostic` and `.report` hold the data."""
+    """A finding on a guarded loss call; `.diagnostic` and `.report` hold the data."""
 
     def __init__(self, message: str, diagnostic: Diagnostic | None = None, report=None):
         super().__init__(message)

@@ -57,7 +57,7 @@ class GuardSummary(BaseModel):
         return [e for e in self.entries if rule in (e.code, e.rule)]
 
     def __str__(self) -> str:
-        head = f"cediag: {self.calls} cross-entropy calls guarded"
+        head = f"cediag: {self.calls} loss calls guarded"
         if self.let_through:
             head += (
                 f", {self.let_through} NOT checked (let through to stay within the overhead budget)"

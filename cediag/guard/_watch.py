@@ -1,8 +1,8 @@
-"""`watch()`: check every cross-entropy call made inside a block: `F.cross_entropy` /
-`F.nll_loss` (which covers `nn.CrossEntropyLoss` / `nn.NLLLoss`: their forward calls the
-functions through the module), and the third-party implementations listed in
-`_integrations.TARGETS` (timm, transformers' label smoother, segmentation_models_pytorch,
-Liger).
+"""`watch()`: check every loss call made inside a block, through each family's entry points
+(`_integrations.TARGETS`): `F.cross_entropy` / `F.nll_loss`, `F.binary_cross_entropy(_with_logits)`,
+`F.linear_cross_entropy` (which cover their `nn` modules: their forward calls the functions
+through the module), and the third-party implementations the families declare (timm,
+transformers' label smoother, segmentation_models_pytorch, Liger, cut-cross-entropy).
 
 How: each target is replaced while at least one `watch()` is open anywhere, and the
 replacement checks only when the current context (thread, asyncio task) is inside an open
@@ -270,7 +270,9 @@ def _open(cm: watch) -> Guard:
 
 
 class watch(contextlib.ContextDecorator):  # noqa: N801 - used like a function
-    """Check every cross-entropy / NLL call made in this block (this thread or task only).
+    """Check every loss call made in this block (this thread or task only): every entry point
+    of every family (cross-entropy, NLL, binary cross-entropy, linear cross-entropy, and the
+    libraries docs/integrations.md lists).
 
     Takes the same options as `wrap`. Blocks nest: the innermost block's options apply. Read
     the findings with `cediag.summary()`. `with cediag.watch() as guard:` gives the block's

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .._report import Evidence, Severity
+from .._report import Diagnostic, Evidence, Severity
 
 # arguments: first, on anything (the arguments may not even be tensors); structure: metadata
 # only; values: after the statistics pass; final: the safety net, last; batch: the sequence
@@ -107,13 +107,29 @@ def select_rules(
 ) -> list[Rule]:
     """Rules matching `select` (codes, code prefixes like `CE1`, or slugs) minus `ignore`.
 
-    A pattern that matches no rule raises ValueError (`validate_patterns`).
+    A pattern that matches no rule raises ValueError (`validate_patterns`). The returned list
+    is shared between callers asking for the same selection: do not change it.
     """
     select, ignore = _as_list(select), _as_list(ignore)
+    try:
+        key = (None if select is None else tuple(select), None if ignore is None else tuple(ignore))
+        cached = _SELECTED.get(key)
+    except TypeError:  # an unhashable pattern: validate_patterns says what is wrong
+        key, cached = None, None
+    if cached is not None and cached[0] == len(RULES):
+        return cached[1]
     validate_patterns(select, "select")  # a typo must not switch every check off
     validate_patterns(ignore, "ignore")
     chosen = [r for r in RULES.values() if not select or any(_matches(r, p) for p in select)]
-    return [r for r in chosen if not ignore or not any(_matches(r, p) for p in ignore)]
+    chosen = [r for r in chosen if not ignore or not any(_matches(r, p) for p in ignore)]
+    if key is not None and len(_SELECTED) < 256:
+        _SELECTED[key] = (len(RULES), chosen)
+    return chosen
+
+
+# (select, ignore) -> (catalogue size when computed, the rules): the same list for the same
+# selection, which callers treat as read-only (the engine keys its own cache by its identity).
+_SELECTED: dict[tuple, tuple[int, list[Rule]]] = {}
 
 
 def validate_patterns(patterns: Iterable[str] | None, option: str = "select") -> None:
@@ -165,3 +181,18 @@ def parse_sections(doc: str) -> dict[str, str]:
     for title, body in zip(parts[1::2], parts[2::2], strict=False):
         sections[title.strip()] = body.strip()
     return sections
+
+
+def diagnostic(slug: str, message: str, fix: str, *evidence: Evidence) -> Diagnostic:
+    """A Diagnostic of the rule `slug`, built outside the rule (a sentinel's late report)."""
+    found = find_rule(slug)
+    if found is None:
+        raise KeyError(f"no rule {slug!r}")
+    return Diagnostic(
+        code=found.code,
+        rule=found.slug,
+        severity=found.severity,
+        message=message,
+        fix=fix,
+        evidence=list(evidence),
+    )

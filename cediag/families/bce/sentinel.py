@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
@@ -29,8 +28,8 @@ from ..._call import FLOAT_DTYPES, autocast_enabled, shape_str
 from ..._graph import ACTIVATION_NODES
 from ..._reading import whole_aminmax
 from ..._report import CallSummary, Diagnostic, Report, ValueEvidence
-from ...rules import RULES
 from ...rules._context import SCORE_PRODUCERS
+from ...rules._registry import diagnostic
 from .call import Call
 
 # The node names the graph hint looks for, per loss.
@@ -149,7 +148,7 @@ class SentinelPlan:
         diagnostics: list[Diagnostic] = []
         if "nonfinite" in found:
             diagnostics.append(
-                _diagnostic(
+                diagnostic(
                     "bce-non-finite-input",
                     f"input {shape} held NaN or Inf on call {call_number} (min {low}, max {high}).",
                     "find the op that produced them: torch.autograd.set_detect_anomaly(True); "
@@ -158,7 +157,7 @@ class SentinelPlan:
             )
         if "targets" in found:
             diagnostics.append(
-                _diagnostic(
+                diagnostic(
                     "bce-target-out-of-range",
                     f"targets on call {call_number} run from {t_low} to {t_high}, outside [0, 1].",
                     "scale the targets into [0, 1] (a 0/255 mask: target / 255; labels in "
@@ -175,7 +174,7 @@ class SentinelPlan:
             )
         if "range" in found:
             diagnostics.append(
-                _diagnostic(
+                diagnostic(
                     "bce-logits-to-bce",
                     f"F.binary_cross_entropy input {shape} on call {call_number} runs from "
                     f"{low:.4g} to {high:.4g}, outside [0, 1]: raw logits, and torch raises.",
@@ -194,18 +193,6 @@ class SentinelPlan:
                 f"found by the per-call check on call {call_number}, read later (sync='deferred')"
             ],
         )
-
-
-def _diagnostic(slug: str, message: str, fix: str, *evidence: Any) -> Diagnostic:
-    rule = next(r for r in RULES.values() if r.slug == slug)
-    return Diagnostic(
-        code=rule.code,
-        rule=rule.slug,
-        severity=rule.severity,
-        message=message,
-        fix=fix,
-        evidence=list(evidence),
-    )
 
 
 def _num(value: float) -> float | None:

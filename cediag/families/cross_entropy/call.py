@@ -128,6 +128,23 @@ class Call:
 
         return torch_rejection(self)
 
+    def cross_entropy_rejection(self) -> str | None:
+        """What torch's cross-entropy kernels alone would say (a family that reuses these
+        rules answers for the cross-entropy step of its loss)."""
+        return self.rejection()
+
+    # ------------------------------------------------------------ how a fix writes the call
+    def call_text(self, target: str = "target", extra: str = "") -> str:
+        """The loss call a fix shows, with `target` (an expression) and `extra` options."""
+        return f"F.cross_entropy(logits, {target}{extra})"
+
+    def criterion_text(self, options: str) -> str:
+        return f"nn.CrossEntropyLoss({options})"
+
+    def grow_text(self, classes: int) -> str:
+        """How a fix says: give the model `classes` outputs."""
+        return f"make the model output {classes} classes (e.g. nn.Linear(in_features, {classes}))"
+
     def statistics(self):
         """The statistics plan, or None when the tensors hold nothing readable (meta, odd
         dtypes)."""

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
@@ -25,7 +24,7 @@ from ..._call import FLOAT_DTYPES, autocast_enabled, shape_str
 from ..._graph import ACTIVATION_NODES
 from ..._reading import probability_tolerance, whole_aminmax
 from ..._report import CallSummary, Diagnostic, Report, ValueEvidence
-from ...rules import RULES
+from ...rules._registry import diagnostic
 from .call import Call
 from .rules.targets import NO_IGNORE
 
@@ -250,7 +249,7 @@ def late_report(plan: SentinelPlan, values: list, call_number: int) -> Report | 
     diagnostics: list[Diagnostic] = []
     if "nonfinite" in found:
         diagnostics.append(
-            _diagnostic(
+            diagnostic(
                 "non-finite-logits",
                 f"input {shape_str(plan.summary.input.shape or [])} held NaN or Inf on call "
                 f"{call_number} (min {values[0]}, max {values[1]}).",
@@ -259,7 +258,7 @@ def late_report(plan: SentinelPlan, values: list, call_number: int) -> Report | 
             )
         )
     if "targets" in found:
-        diagnostics.append(_target_diagnostic(plan, values, call_number))
+        diagnostics.append(target_diagnostic(plan, values, call_number))
     if not diagnostics:
         return None
     return Report(
@@ -270,10 +269,10 @@ def late_report(plan: SentinelPlan, values: list, call_number: int) -> Report | 
     )
 
 
-def _target_diagnostic(plan: SentinelPlan, values: list, n: int) -> Diagnostic:
+def target_diagnostic(plan: SentinelPlan, values: list, n: int) -> Diagnostic:
     c = plan.n_classes
     if plan.probability_targets:
-        return _diagnostic(
+        return diagnostic(
             "invalid-probability-targets",
             f"probability targets on call {n} lie in [{values[2]:.4g}, {values[3]:.4g}] and their "
             f"rows sum to {values[4]:.4g}..{values[5]:.4g} over dim {plan.class_dim}; each row "
@@ -291,7 +290,7 @@ def _target_diagnostic(plan: SentinelPlan, values: list, n: int) -> Diagnostic:
         )
     low, high, ignored, count = values[2:6]
     if plan.mean and ignored is not None and ignored >= count:
-        return _diagnostic(
+        return diagnostic(
             "all-targets-ignored",
             f"all {int(count)} targets on call {n} equal ignore_index={plan.ignore}: the mean "
             "loss is NaN (0/0).",
@@ -299,7 +298,7 @@ def _target_diagnostic(plan: SentinelPlan, values: list, n: int) -> Diagnostic:
             "loss.backward()",
             ValueEvidence(role="target", what="ignored", count=int(count), total=int(count)),
         )
-    return _diagnostic(
+    return diagnostic(
         "target-out-of-range",
         f"target values on call {n} run from {int(low)} to {int(high)}, outside [0, {c}) "
         f"(ignore_index is {'none' if plan.ignore == NO_IGNORE else plan.ignore}).",
@@ -313,18 +312,6 @@ def _target_diagnostic(plan: SentinelPlan, values: list, n: int) -> Diagnostic:
             min=float(low),
             max=float(high),
         ),  # fmt: skip
-    )
-
-
-def _diagnostic(slug: str, message: str, fix: str, *evidence: Any) -> Diagnostic:
-    rule = next(r for r in RULES.values() if r.slug == slug)
-    return Diagnostic(
-        code=rule.code,
-        rule=rule.slug,
-        severity=rule.severity,
-        message=message,
-        fix=fix,
-        evidence=list(evidence),
     )
 
 

@@ -244,12 +244,19 @@ class StatisticsPlan:
         self._put("pt.sample_ones", torch.stack(torch.aminmax(ones)))
 
     # ------------------------------------------------------------------ read
-    def read(self, values: list[float]) -> Statistics:
+    def unpack(self, values: list[float]) -> dict[str, list[float]]:
+        """The packed values by part name (a subclass adding parts reads its own from here)."""
         got: dict[str, list[float]] = {}
         offset = 0
         for name, size in self._layout:
             got[name] = values[offset : offset + size]
             offset += size
+        return got
+
+    def read(self, values: list[float]) -> Statistics:
+        return self.statistics(self.unpack(values))
+
+    def statistics(self, got: dict[str, list[float]]) -> Statistics:
         stats = Statistics()
         if "in.min" in got:
             stats.input = self._read_input(got)

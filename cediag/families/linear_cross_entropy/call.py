@@ -130,6 +130,22 @@ class LinearCall(Call):
         reason = self.linear_rejection()
         return reason if reason is not None else torch_rejection(self.cross_entropy_view)
 
+    def cross_entropy_rejection(self) -> str | None:
+        """The cross-entropy step alone, on the stand-in logits (the reused CE rules ask)."""
+        return self.cross_entropy_view.rejection()
+
+    def call_text(self, target: str = "target", extra: str = "") -> str:
+        return f"F.linear_cross_entropy(hidden, linear_weight, {target}{extra})"
+
+    def criterion_text(self, options: str) -> str:
+        return f"nn.LinearCrossEntropyLoss(in_features, num_classes, {options})"
+
+    def grow_text(self, classes: int) -> str:
+        return (
+            f"grow the classifier to {classes} rows (a Hugging Face model: "
+            f"model.resize_token_embeddings({classes}))"
+        )
+
     def statistics(self):
         if not self.tensors_ok or self.on_meta:
             return None

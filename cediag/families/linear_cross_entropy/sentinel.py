@@ -19,6 +19,7 @@ import torch
 
 from ..._call import shape_str
 from ..._report import Diagnostic, Report
+from ...rules._registry import diagnostic
 from ..cross_entropy import sentinel as ce
 from .call import LinearCall
 
@@ -70,7 +71,7 @@ class LinearSentinelPlan:
         diagnostics: list[Diagnostic] = []
         if "nonfinite" in found:
             diagnostics.append(
-                ce._diagnostic(
+                diagnostic(
                     "non-finite-hidden",
                     f"hidden states {shape_str(plan.summary.input.shape or [])} held NaN or Inf "
                     f"on call {call_number} (min {values[0]}, max {values[1]}): every logit of "
@@ -80,7 +81,7 @@ class LinearSentinelPlan:
                 )
             )
         if "targets" in found:
-            diagnostics.append(ce._target_diagnostic(plan, values, call_number))
+            diagnostics.append(ce.target_diagnostic(plan, values, call_number))
         if not diagnostics:
             return None
         return Report(

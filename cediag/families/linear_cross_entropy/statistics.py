@@ -94,12 +94,8 @@ class LinearStatisticsPlan(StatisticsPlan):
         self._logits_sampled = int(sample.shape[0]) * int(weight.shape[0])
 
     def read(self, values: list[float]) -> LinearStatistics:
-        base = super().read(values)
-        got: dict[str, list[float]] = {}
-        offset = 0
-        for name, size in self._layout:
-            got[name] = values[offset : offset + size]
-            offset += size
+        got = self.unpack(values)
+        base = self.statistics(got)
 
         def pair(name: str) -> tuple[float, float] | None:
             return (got[name][0], got[name][1]) if name in got else None

@@ -143,7 +143,7 @@ def ignore_index_with_probabilities(ctx: Context) -> Finding | None:
     return Finding(
         f"ignore_index={ignore_index} with a probability target {shape_str(call.target.shape)}: "
         "torch supports ignore_index only for class-index targets.",
-        "F.cross_entropy(logits, target, reduction='none')[keep].mean()  # drop ignore_index, "
+        call.call_text("target", ", reduction='none'") + "[keep].mean()  # drop ignore_index, "
         "mask samples yourself",
         [OptionEvidence(name="ignore_index", value=str(ignore_index))],
     )

@@ -81,6 +81,9 @@ def _stray_labels_fix(call: Call, count: int, positions: list[list[int]]) -> str
 
 
 def is_one_based(call: Call, s: IndexTargetStats) -> bool:
+    """Labels 1..C: none is 0, and the only stray value is C. A 0 missing from
+    fewer labels than classes is no evidence (a language model's batch of 16 tokens over a
+    vocabulary of 50,000 has none): those calls get `target-out-of-range` instead."""
     n = call.presumed_n_classes or 0
     return (
         n >= 2
@@ -89,6 +92,7 @@ def is_one_based(call: Call, s: IndexTargetStats) -> bool:
         and s.valid_min >= 1
         and s.valid_max == n
         and s.out_of_range == s.equal_to_n_classes
+        and s.numel - s.ignored >= n
     )
 
 
@@ -170,7 +174,7 @@ def one_hot_index_target(ctx: Context) -> Finding | None:
     return Finding(
         f"target {shape_str(t.shape)} {dtype_name(t.dtype)} is one-hot (one 1 per row): a "
         "target of the input's shape must hold float probabilities.",
-        "F.cross_entropy(logits, target.argmax(dim=1))",
+        call.call_text("target.argmax(dim=1)"),
         call_evidence(call),
     )
 
@@ -217,7 +221,7 @@ def one_hot_probability_target(ctx: Context) -> Finding | None:
     return Finding(
         f"target {shape_str(call.target.shape)} is float one-hot: class indices give the same "
         "loss with less memory and allow ignore_index.",
-        "F.cross_entropy(logits, target.argmax(dim=1))",
+        call.call_text("target.argmax(dim=1)"),
         call_evidence(call),
     )
 
@@ -254,7 +258,7 @@ def float_class_indices(ctx: Context) -> Finding | None:
     return Finding(
         f"target {shape_str(call.target.shape)} is {dtype_name(call.target.dtype)} holding whole "
         "numbers: class indices must be int64.",
-        "F.cross_entropy(logits, target.long())",
+        call.call_text("target.long()"),
         call_evidence(call),
     )
 
@@ -342,7 +346,9 @@ def integer_dtype_unsupported(ctx: Context) -> Finding | None:
     t = call.target
     if call.probability_targets or t.dtype.is_floating_point or t.dtype.is_complex:
         return None
-    if t.dtype == torch.int64 or (t.dtype == torch.uint8 and ctx.rejection is None):
+    if t.dtype == torch.int64 or (
+        t.dtype == torch.uint8 and call.cross_entropy_rejection() is None
+    ):
         return None
     where = ""
     if t.dtype == torch.uint8:  # torch rejects it here: K-dim input, or a weighted smoothed mean
@@ -351,7 +357,7 @@ def integer_dtype_unsupported(ctx: Context) -> Finding | None:
     return Finding(
         f"target {shape_str(t.shape)} is {dtype_name(t.dtype)}{where}; torch takes int64 class "
         "indices.",
-        "F.cross_entropy(logits, target.long())",
+        call.call_text("target.long()"),
         call_evidence(call),
     )
 
@@ -400,10 +406,7 @@ def target_out_of_range(ctx: Context) -> Finding | None:
     if s.out_of_range < MANY_OUT_OF_RANGE * counted:
         fix = _stray_labels_fix(call, s.out_of_range, evidence.first_positions)
     elif s.valid_max is not None and s.valid_max >= n and (s.valid_min or 0) >= 0:
-        fix = (
-            f"make the model output {int(s.valid_max) + 1} classes (e.g. "
-            f"nn.Linear(in_features, {int(s.valid_max) + 1})), or remap the labels into 0..{n - 1}"
-        )
+        fix = f"{call.grow_text(int(s.valid_max) + 1)}, or remap the labels into 0..{n - 1}"
     else:
         fix = f"remap the labels into 0..{n - 1}, or mark padding with ignore_index (default -100)"
     return Finding(
@@ -419,7 +422,8 @@ def one_based_labels(ctx: Context) -> Finding | None:
     """Labels numbered from 1.
 
     ## What it does
-    Fires when the labels span 1..C: no 0, and the only out-of-range value is C itself.
+    Fires when the labels span 1..C: no 0, and the only out-of-range value is C itself, with at
+    least as many labels as classes (fewer prove nothing by lacking a 0).
 
     ## Why is this bad?
     Class indices start at 0. Labels from MATLAB, R, or a 1-based CSV hit "Target C is out of
@@ -448,7 +452,7 @@ def one_based_labels(ctx: Context) -> Finding | None:
     return Finding(
         f"labels lie in {fmt(s.valid_min)}..{fmt(s.valid_max)} with no 0 for {n} classes: they are "
         f"numbered from 1, and the {s.equal_to_n_classes} labels equal to {n} are out of range.",
-        "F.cross_entropy(logits, target - 1)",
+        call.call_text("target - 1"),
         [_out_of_range_evidence(ctx, s)],
     )
 
@@ -494,8 +498,8 @@ def padding_label(ctx: Context) -> Finding | None:
     return Finding(
         f"{s.out_of_range} of {s.numel} target values are {value}, a padding/void label, but "
         f"ignore_index is {_ignore_text(call)}.",
-        f"F.cross_entropy(logits, target, ignore_index={value})  "
-        f"# or nn.CrossEntropyLoss(ignore_index={value})",
+        call.call_text("target", f", ignore_index={value}")
+        + f"  # or {call.criterion_text(f'ignore_index={value}')}",
         [
             _out_of_range_evidence(ctx, s),
             OptionEvidence(name="ignore_index", value=str(_ignore(call))),
@@ -548,10 +552,10 @@ def pixel_value_mask(ctx: Context) -> Finding | None:
     return Finding(
         f"target values are {{{shown}}} ({len(present)} distinct): pixel intensities, not class "
         f"ids in [0, {call.presumed_n_classes}).",
-        "F.cross_entropy(logits, target // 255)"
+        call.call_text("target // 255")
         if clean
-        else "F.cross_entropy(logits, (target > 127).long())  # and resize masks with "
-        "InterpolationMode.NEAREST",
+        else call.call_text("(target > 127).long()")
+        + "  # and resize masks with InterpolationMode.NEAREST",
         [_out_of_range_evidence(ctx, s)],
     )
 
@@ -836,9 +840,9 @@ def invalid_probability_targets(ctx: Context) -> Finding | None:
     if not problems:
         return None
     fix = (
-        "F.cross_entropy(logits, target.softmax(dim=1))  # the target looks like logits"
+        ctx.call.call_text("target.softmax(dim=1)") + "  # the target looks like logits"
         if same.min < 0
-        else "F.cross_entropy(logits, target / target.sum(dim=1, keepdim=True))"
+        else ctx.call.call_text("target / target.sum(dim=1, keepdim=True)")
     )
     return Finding(
         f"probability target {shape_str(call.target.shape)}: " + "; ".join(problems) + ".",
