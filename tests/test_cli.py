@@ -606,3 +606,39 @@ def test_a_saved_language_model_batch_is_checked_with_the_sequence_rules(tmp_pat
     labels = ids.masked_fill(mask == 0, -100)
     torch.save({"input_ids": ids, "attention_mask": mask, "labels": labels}, good)
     assert cli("check", good).exit_code == ExitCode.CLEAN
+
+
+# ---------------------------------------------------------------- other loss families
+
+
+def test_check_a_saved_bce_call_with_its_pos_weight(tmp_path):
+    logits, target = torch.randn(8, 5), (torch.rand(8, 5) < 0.3).float()
+    path = tmp_path / "multilabel.pt"
+    torch.save({"input": logits, "target": target, "pos_weight": torch.ones(8)}, path)
+    result = cli("check", path, "--loss", "bce_with_logits", "--format", "json")
+    assert result.exit_code == ExitCode.FINDINGS, result.stderr
+    report = json.loads(result.stdout)  # one file: the report itself
+    assert report["call"]["loss"] == "bce_with_logits"
+    assert report["call"]["arguments"]["pos_weight"]["shape"] == [8]
+    assert [d["code"] for d in report["diagnostics"]] == ["BCE402"]
+    torch.save({"input": logits, "target": target, "loss": "bce_with_logits"}, path)
+    assert cli("check", path).exit_code == ExitCode.CLEAN
+
+
+def test_check_a_saved_linear_call_never_builds_its_logits(tmp_path):
+    hidden, weight = torch.randn(16, 8), torch.randn(30, 8)
+    target = torch.randint(0, 30, (16,))
+    target[4] = 30
+    path = tmp_path / "fused.safetensors"
+    save_file({"input": hidden, "target": target, "linear_weight": weight}, str(path))
+    result = cli("check", path, "--loss", "linear_cross_entropy")
+    assert result.exit_code == ExitCode.FINDINGS and "CE206" in result.stdout, result.stderr
+
+
+def test_an_option_the_loss_does_not_take_is_refused(tmp_path):
+    path = tmp_path / "multilabel.pt"
+    torch.save({"input": torch.randn(8, 5), "target": torch.rand(8, 5)}, path)
+    assert_could_not_run(
+        cli("check", path, "--loss", "bce", "--ignore-index", "3"),
+        "--ignore-index is not an option of loss='bce'",
+    )

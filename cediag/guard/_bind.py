@@ -10,8 +10,6 @@ from typing import Any
 
 Mapped = tuple[Any, Any, dict[str, Any]]
 
-# F.cross_entropy's options: the default for a binder not told a family's.
-OPTION_NAMES = ("weight", "ignore_index", "reduction", "label_smoothing")
 _LEGACY = ("size_average", "reduce")
 _MISSING = object()
 
@@ -22,8 +20,8 @@ class ArgumentBinder:
     Input and target are the parameters named `input_arg` / `target_arg`, else the first two
     positional parameters. Options are taken from parameters named like the family's (`options`;
     by default F.cross_entropy's `weight`, `ignore_index`, `reduction`, `label_smoothing`),
-    passed or defaulted. `renamed` maps a family option to the parameter that holds it in this
-    function (Liger's fused loss takes `linear_weight` as `lin_weight`).
+    passed or defaulted. (A library's loss with its own argument names is bound by its entry
+    point's mapping: `MappedBinder`.)
     """
 
     def __init__(
@@ -31,11 +29,13 @@ class ArgumentBinder:
         function: Callable,
         input_arg: str | None = None,
         target_arg: str | None = None,
-        options: tuple[str, ...] = OPTION_NAMES,
-        renamed: dict[str, str] | None = None,
+        options: tuple[str, ...] | None = None,
     ):
-        self.renamed = dict(renamed or {})
-        wanted = tuple(self.renamed.get(name, name) for name in options)
+        if options is None:  # F.cross_entropy's, as its family declares them
+            from ..families import family_of
+
+            options = family_of("cross_entropy").option_names
+        wanted = tuple(options)
         self.names: list[str] = []
         self.defaults: dict[str, Any] = {}
         try:
@@ -49,7 +49,7 @@ class ArgumentBinder:
             if p.default is not inspect.Parameter.empty and p.name in wanted + _LEGACY:
                 self.defaults[p.name] = p.default
         named = [p.name for p in params if p.kind is not inspect.Parameter.VAR_KEYWORD]
-        for arg in (input_arg, target_arg, *self.renamed.values()):
+        for arg in (input_arg, target_arg):
             if arg is not None and arg not in named:
                 raise TypeError(
                     f"{getattr(function, '__name__', function)!r} has no argument {arg!r}"
@@ -57,7 +57,6 @@ class ArgumentBinder:
         self.input_name = input_arg or (self.names[0] if self.names else None)
         self.target_name = target_arg or (self.names[1] if len(self.names) > 1 else None)
         self.options = [n for n in wanted + _LEGACY if n in named]
-        self._option_name = {held: name for name, held in self.renamed.items()}
         # Input and target are the first two positional parameters: read them by position.
         self.positional_pair = self.names[:2] == [self.input_name, self.target_name] or (
             not self.names and input_arg is None and target_arg is None
@@ -95,7 +94,7 @@ class ArgumentBinder:
         for name in self.options:
             value = self._get(name, -1, args, kwargs)
             if value is not _MISSING:
-                options[self._option_name.get(name, name)] = value
+                options[name] = value
         size_average, reduce = options.pop("size_average", None), options.pop("reduce", None)
         if size_average is not None or reduce is not None:
             from torch.nn import _reduction

@@ -252,6 +252,23 @@ class _PendingReading:
     n: int
 
 
+def _read_all(readings: list[torch.Tensor]) -> list[list[float]]:
+    """The values of many readings with one transfer per device. Readings of different
+    families (or plans) differ in length: they are joined flat and split again."""
+    by_device: dict[torch.device, list[int]] = {}
+    for index, reading in enumerate(readings):
+        by_device.setdefault(reading.device, []).append(index)
+    values: list[list[float]] = [[] for _ in readings]
+    for indices in by_device.values():
+        flat = torch.cat([readings[i].reshape(-1) for i in indices]).tolist()
+        offset = 0
+        for i in indices:
+            size = readings[i].numel()
+            values[i] = flat[offset : offset + size]
+            offset += size
+    return values
+
+
 def _to_host_async(packed: torch.Tensor) -> tuple[torch.Tensor, Any]:
     if packed.device.type == "cuda":
         host = torch.empty(packed.shape, dtype=packed.dtype, pin_memory=True)
@@ -602,7 +619,7 @@ class Guard:
         failing: list[Report] = []
         first_error: CrossEntropyInputError | None = None
         if readings:
-            values = torch.stack([r.reading for r in readings]).tolist()  # one transfer
+            values = _read_all([r.reading for r in readings])
             for pending, reading in zip(readings, values, strict=True):
                 found = pending.plan.reasons(reading)
                 if any(hint in found for hint in pending.plan.hints):
