@@ -158,18 +158,18 @@ def test_legal_loops_of_both_families_stay_silent():
 
 def test_deferred_readings_of_the_new_families_are_read_and_reported():
     weight = torch.randn(40, 8)
-    with cediag.watch(on_error="warn", sync="deferred", sync_every=4):
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            for step in range(FAULT_AT + 2):
-                fault = "target" if step == FAULT_AT else None
-                F.binary_cross_entropy_with_logits(*_bce_call(step, fault))
-                hidden, labels = _linear_call(step, fault)
-                try:
-                    F.linear_cross_entropy(hidden, weight, labels)
-                except IndexError:  # the CPU kernel's own verdict on the faulty call
-                    assert fault == "target"
-            summary = cediag.summary()
+    watched = cediag.watch(on_error="warn", sync="deferred", sync_every=4)
+    with watched, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for step in range(FAULT_AT + 2):
+            fault = "target" if step == FAULT_AT else None
+            F.binary_cross_entropy_with_logits(*_bce_call(step, fault))
+            hidden, labels = _linear_call(step, fault)
+            try:
+                F.linear_cross_entropy(hidden, weight, labels)
+            except IndexError:  # the CPU kernel's own verdict on the faulty call
+                assert fault == "target"
+        summary = cediag.summary()
     codes = {
         w.message.diagnostic.code for w in caught if isinstance(w.message, cediag.CediagWarning)
     }
