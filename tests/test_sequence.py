@@ -450,6 +450,79 @@ def test_hook_checks_num_items_over_the_window():
     assert [w.diagnostic.code for w in steps] == ["CE509"]
 
 
+def _right_window():
+    window = [lm_batch(seed=0), lm_batch(lengths=(5, 16, 9), seed=1)]
+    n = torch.tensor(float(sum(int((b["labels"][:, 1:] != -100).sum()) for b in window)))
+    return [{**b, "num_items_in_batch": n} for b in window]  # one object, as the Trainer does
+
+
+def test_a_window_cut_short_is_not_judged_at_detach():
+    """A CE501 that stops the first micro-batch must not turn into a CE509 of the half-seen
+    window when the block ends (it used to replace the CE501 in the traceback)."""
+    model = _Tiny(pad=PAD)
+    window = _right_window()
+    window[0]["labels"] = window[0]["input_ids"].clone()  # padding left in the labels
+    window[0]["num_items_in_batch"] = window[1]["num_items_in_batch"]
+    with (
+        pytest.raises(cediag.CrossEntropyInputError, match="CE501") as caught,
+        cediag.watch(model=model, on_error="raise"),
+    ):
+        for batch in window:
+            model(**batch)
+    assert caught.value.__context__ is None
+    assert [e.code for e in cediag.summary().entries] == ["CE501"]
+    # the error caught inside the block, which then ends normally: the window is still cut
+    COLLECTOR.clear()
+    with (
+        cediag.watch(model=model, on_error="raise"),
+        pytest.raises(cediag.CrossEntropyInputError, match="CE501"),
+    ):
+        model(**window[0])
+    assert [e.code for e in cediag.summary().entries] == ["CE501"]
+    # a loop left by any other exception mid-window: detach() (in `finally`) does not judge it
+    COLLECTOR.clear()
+    detach = attach(model, Guard({"on_error": "raise"}))
+    with pytest.raises(KeyboardInterrupt):
+        try:
+            model(**_right_window()[0])
+            raise KeyboardInterrupt
+        finally:
+            detach()
+    assert cediag.summary().entries == []
+    # and a whole window is still judged at detach, even when attached inside an `except`
+    n = torch.tensor(1000.0)
+    wrong = [{**b, "num_items_in_batch": n} for b in _right_window()]
+    try:
+        raise ValueError("handled before the hook is attached")
+    except ValueError:
+        assert [w.diagnostic.code for w in _warned(model, wrong, Guard({"on_error": "warn"}))] == [
+            "CE509"
+        ]
+
+
+def test_num_items_before_the_shift_with_loss_type_none_says_how_to_fix_the_trainer():
+    """transformers' Trainer counts after the shift only when `model.loss_type` names the
+    causal-LM loss; GPT2LMHeadModel leaves it None (its loss still shifts)."""
+    model = _Tiny("TinyLMHeadModel", pad=PAD)
+    model.loss_type = None
+    window = _right_window()
+    before = torch.tensor(float(sum(int((b["labels"] != -100).sum()) for b in window)))
+    found = _warned(
+        model, [{**b, "num_items_in_batch": before} for b in window], Guard({"on_error": "warn"})
+    )
+    (d,) = [w.diagnostic for w in found]
+    assert d.code == "CE509" and "`model.loss_type` is None" in d.message
+    assert d.fix.startswith('model.loss_type = "ForCausalLM"')
+    model.loss_type = "ForCausalLM"  # named: the Trainer counts right, and the hint is not given
+    found = _warned(
+        model, [{**b, "num_items_in_batch": before} for b in window], Guard({"on_error": "warn"})
+    )
+    assert [w.diagnostic.fix for w in found] == [
+        "num_items_in_batch = sum((labels[:, 1:] != -100).sum() for each batch of the "
+        "accumulation window)"
+    ]
+
+
 def test_docs_describe_every_batch_rule():
     from pathlib import Path
 

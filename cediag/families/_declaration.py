@@ -7,6 +7,7 @@ them names a family. Adding a family is that folder plus one line in `families/_
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -132,9 +133,43 @@ class SentinelPlan(Protocol):
         ...
 
 
+class Deferred:
+    """A function or value named by "module:attribute" in a family's package, imported the
+    first time it is used: declarations stay cheap to import (no torch), and a family's
+    `__init__.py` holds nothing but its declaration. Calling it calls the function (`call=True`)
+    or returns the value."""
+
+    __slots__ = ("call", "package", "reference", "target")
+
+    def __init__(self, package: str, reference: str, *, call: bool):
+        self.package, self.reference, self.call = package, reference, call
+        self.target: Any = None
+
+    def resolve(self) -> Any:
+        if self.target is None:
+            module, _, attribute = self.reference.partition(":")
+            found: Any = importlib.import_module(module, self.package)
+            for part in attribute.split("."):
+                found = getattr(found, part)
+            self.target = found
+        return self.target
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        found = self.resolve()
+        return found(*args, **kwargs) if self.call else found
+
+    def __repr__(self) -> str:
+        return f"Deferred({self.package}{self.reference})"
+
+
 @dataclass(frozen=True)
 class LossFamily:
-    """Everything the rest of cediag knows about one family of losses."""
+    """Everything the rest of cediag knows about one family of losses.
+
+    `bind`, `sentinel` and `entry_points` may be given as "module:attribute" strings relative to
+    `package` (the family's own package, `__name__` in its `__init__.py`): they are imported on
+    first use.
+    """
 
     name: str  # "cross_entropy"
     title: str  # "Cross-entropy and NLL"
@@ -142,24 +177,32 @@ class LossFamily:
     categories: Mapping[str, str]  # the hundreds digit of a code -> its title
     losses: tuple[str, ...]  # what `loss=` names: ("cross_entropy", "nll")
     options: tuple[Option, ...]
-    bind: Callable[..., FamilyCall]  # bind(loss, input, target, options: dict) -> call
-    rules: str  # the module whose import registers the family's rules
+    # bind(loss, input, target, options: dict, criterion) -> call object
+    bind: Callable[..., FamilyCall] | str
+    rules: str  # the module whose import registers the family's rules (".rules")
     # criterion classes, by dotted path ("torch.nn.BCELoss") -> loss; a subclass counts, the
     # first match wins. Paths, not classes: declarations are read before torch is imported.
     criteria: tuple[tuple[str, str], ...] = ()
-    # what watch() patches (imported when first asked: mappings may name other libraries)
-    entry_points: Callable[[], tuple[EntryPoint, ...]] = tuple
-    sentinel: Callable[[Any], SentinelPlan | None] | None = None
+    # what watch() patches: a function returning EntryPoints, or "module:CONSTANT"
+    entry_points: Callable[[], tuple[EntryPoint, ...]] | str = tuple
+    # sentinel(call) -> SentinelPlan or None (None: the guard runs the structure rules only
+    # between full checks)
+    sentinel: Callable[[Any], SentinelPlan | None] | str | None = None
     # Rules of other families this one runs too, by code prefix ("CE2": cross-entropy's target
     # rules, which linear cross-entropy runs on the logits it never builds). Its call object
     # must then answer what those rules ask of their own family's call.
     reuses: tuple[str, ...] = ()
     docs: str = ""  # a paragraph for docs/rules.md and `cediag rules`
     default_loss: str = field(default="")
+    package: str = ""  # where "module:attribute" references are looked up
 
     def __post_init__(self) -> None:
         if not self.default_loss:
             object.__setattr__(self, "default_loss", self.losses[0])
+        for name, calls in (("bind", True), ("sentinel", True), ("entry_points", False)):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                object.__setattr__(self, name, Deferred(self.package, value, call=calls))
 
     def option(self, name: str) -> Option | None:
         return next((o for o in self.options if o.name == name), None)

@@ -21,7 +21,7 @@ def _register_family_rules() -> None:
     for family in FAMILIES.values():
         for digit, title in family.categories.items():
             CATEGORIES.setdefault(f"{family.prefix}{digit}", title)
-        importlib.import_module(family.rules)
+        importlib.import_module(family.rules, family.package or None)
 
 
 def _register_sequence_rules() -> None:

@@ -63,6 +63,9 @@ class BatchContext:
     embedding_rows: int | None = None
     tokenizer_size: int | None = None
     encoder_decoder: bool = False
+    # `model.loss_type` is None though the model's loss shifts (GPT2LMHeadModel): transformers'
+    # Trainer then counts `num_items_in_batch` before the shift.
+    loss_type_unset: bool = False
     origin: dict[str, str] = field(default_factory=dict)  # id name -> where it was read
     notes: list[str] = field(default_factory=list)
     stats: Any = None  # the BatchStats of one reduction pass, set before the rules run
@@ -183,6 +186,8 @@ def model_facts(model: Any) -> dict[str, Any]:
     shift, space = _head(model, config)
     if shift is not None:
         facts["shift"] = shift
+    if shift == "model" and _loss_type_unset(model):
+        facts["loss_type_unset"] = True
     if space is not None:
         facts["label_space"] = space
     return facts
@@ -222,6 +227,15 @@ def _head(model: Any, config: Any) -> tuple[Shift | None, LabelSpace | None]:
     if config is not None and getattr(config, "is_decoder", False) is True:
         return "model", "tokens"
     return None, None
+
+
+def _loss_type_unset(model: Any) -> bool:
+    """A transformers model that has `loss_type` and leaves it None: its loss falls back to the
+    causal-LM loss, but `Trainer` reads `loss_type` to decide whether to count after the shift."""
+    try:
+        return hasattr(model, "loss_type") and model.loss_type is None
+    except Exception:
+        return False
 
 
 def tokenizer_facts(tokenizer: Any) -> dict[str, Any]:
@@ -307,6 +321,7 @@ def build_context(
         embedding_rows=facts.get("embedding_rows"),
         tokenizer_size=facts.get("tokenizer_size"),
         encoder_decoder=bool(facts.get("encoder_decoder", False)),
+        loss_type_unset=bool(facts.get("loss_type_unset", False)) and facts.get("shift") == "model",
         origin=origin,
     )
     if ctx.label_space == "classes" and ctx.num_labels is None:

@@ -14,6 +14,7 @@ raises or warns as the guard is configured. transformers is never imported here.
 from __future__ import annotations
 
 import inspect
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +43,8 @@ class _Window:
     forwards: int = 0
     shift: Shift | None = None
     ignore_index: int = -100
+    loss_type_unset: bool = False
+    interrupted: bool = False  # a forward of it was stopped: its count is not the window's
 
 
 class _Hook:
@@ -63,6 +66,7 @@ class _Hook:
 
         self.disabled_by_env = disabled_by_env
         self.window: _Window | None = None
+        self.counted_in: _Window | None = None  # the window of the forward being checked
         self._signature: inspect.Signature | None | bool = False
         self._rules_key: Any = None
         self._rules: list = []
@@ -120,6 +124,7 @@ class _Hook:
         if not opts.enabled or self.disabled_by_env():
             return None
         report = None
+        self.counted_in = None
         try:
             batch = self.batch_of(args, kwargs)
             if batch is not None:
@@ -127,7 +132,14 @@ class _Hook:
         except Exception:  # the checker's own failure must never break the step
             report = None
         if report is not None and report.diagnostics:
-            self.guard.report_external(report)  # may raise, as the guard is configured
+            try:
+                self.guard.report_external(report)  # may raise, as the guard is configured
+            except BaseException:
+                # This forward does not run, yet it was counted in its window: a window judged
+                # on it later (at detach) would report a mismatch that is not there.
+                if self.counted_in is not None:
+                    self.counted_in.interrupted = True
+                raise
         return None
 
     def check(self, batch: Mapping[str, Any], opts: Any) -> Report | None:
@@ -167,7 +179,13 @@ class _Hook:
             closed.append(w)
             w = None
         if w is None:
-            w = _Window(raw, items, shift=ctx.shift, ignore_index=ctx.ignore_index)
+            w = _Window(
+                raw,
+                items,
+                shift=ctx.shift,
+                ignore_index=ctx.ignore_index,
+                loss_type_unset=ctx.loss_type_unset,
+            )
         stats: BatchStats = ctx.stats
         w.supervised += stats.supervised_after_shift
         w.unshifted += stats.supervised
@@ -176,6 +194,7 @@ class _Hook:
         else:
             w.if_shifted = None
         w.forwards += 1
+        self.counted_in = w
         if self.steps is not None and w.forwards >= self.steps:
             closed.append(w)
             w = None
@@ -183,11 +202,12 @@ class _Hook:
         return closed
 
     def window_findings(self, w: _Window, rules: list) -> list:
-        if _distributed():
-            return []  # the other ranks' labels are not visible here
+        if _distributed() or w.interrupted:
+            return []  # the other ranks' labels are not visible here; a cut window is partial
         ctx = BatchContext(
             shift=w.shift,
             ignore_index=w.ignore_index,
+            loss_type_unset=w.loss_type_unset,
             num_items_in_batch=w.items,
             window_supervised=0 if w.forwards > 1 else None,
             window_supervised_unshifted=0,
@@ -201,10 +221,12 @@ class _Hook:
         run_rules(ctx, [r for r in rules if r.code == WINDOW_RULE])
         return ctx.found
 
-    def flush(self) -> None:
-        """Check the open window (called at detach)."""
+    def flush(self, interrupted: bool = False) -> None:
+        """Check the open window (called at detach). `interrupted`: detach runs while an
+        exception propagates (the `with` block or the training loop was left by it), so the
+        open window is likely cut short and is not judged."""
         w, self.window = self.window, None
-        if w is None:
+        if w is None or interrupted:
             return
         opts = self.guard.options()
         if not opts.enabled or self.disabled_by_env():
@@ -259,7 +281,10 @@ def attach(
 
     `accumulation_steps`: forwards per gradient-accumulation window. Without it a window is the
     run of forwards that receive the same `num_items_in_batch` object (as transformers' Trainer
-    passes it), checked when the next window starts or at detach.
+    passes it), checked when the next window starts or at detach. A window cut short is not
+    judged: one whose forward the guard stopped by raising, and the open one when `detach()`
+    runs while an exception propagates (a `with` block or a `finally` left by it): its count
+    covers micro-batches that never ran.
     """
     if not isinstance(model, torch.nn.Module):
         raise TypeError(
@@ -280,6 +305,7 @@ def attach(
     hook = _Hook(model, guard, tokenizer, accumulation_steps, ids)
     handle = model.register_forward_pre_hook(hook, with_kwargs=True)
     done = False
+    handled_at_attach = sys.exc_info()[1]  # attached inside an `except` clause: not ours
 
     def detach() -> None:
         nonlocal done
@@ -287,6 +313,7 @@ def attach(
             return
         done = True
         handle.remove()
-        hook.flush()
+        in_flight = sys.exc_info()[1]  # set in `__exit__` and `finally` while one propagates
+        hook.flush(interrupted=in_flight is not None and in_flight is not handled_at_attach)
 
     return detach

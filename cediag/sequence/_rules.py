@@ -638,17 +638,29 @@ def num_items_mismatch(ctx: BatchContext) -> Finding | None:
     window = " over the accumulation window" if ctx.window_supervised is not None else ""
     before = s.supervised + (ctx.window_supervised_unshifted or 0)
     why = ""
+    after = "labels[:, 1:] != -100" if ctx.shift == "model" else f"labels != {ctx.ignore_index}"
+    fix = (
+        f"num_items_in_batch = sum(({after.split(' !=')[0]} != {ctx.ignore_index}).sum() for "
+        "each batch of the accumulation window)"
+    )
     if ctx.shift == "model" and abs(given - before) < 0.5:
         why = " It counts the labels before the shift: one label per row too many."
+        if ctx.loss_type_unset:
+            why += (
+                " transformers' Trainer counts this way when `model.loss_type` is None (as it"
+                " is for GPT2LMHeadModel), though the model's loss shifts; if you count it"
+                f" yourself: {fix}."
+            )
+            fix = (
+                'model.loss_type = "ForCausalLM"  # before Trainer(...): it counts labels[..., 1:]'
+            )
     elif expected and given and abs(given - round(given / expected) * expected) < 0.5:
         why = f" It is {round(given / expected)}x the count: is the window declared right?"
-    after = "labels[:, 1:] != -100" if ctx.shift == "model" else f"labels != {ctx.ignore_index}"
     return Finding(
         f"num_items_in_batch={given:g} but the loss counts {expected} supervised labels{window} "
         f"({after}){unknown}: the summed loss is divided by the wrong count, so its scale depends on "
         f"padding.{why}",
-        f"num_items_in_batch = sum(({after.split(' !=')[0]} != {ctx.ignore_index}).sum() for "
-        "each batch of the accumulation window)",
+        fix,
         [
             OptionEvidence(name="num_items_in_batch", value=f"{given:g}"),
             _labels_evidence(ctx, "supervised after the shift", expected, expected),

@@ -12,32 +12,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from .._declaration import LossFamily, Option
 
-# Nothing heavy at import: the CLI reads the declarations before it imports torch.
-
-
-def _bind(loss: str, input: Any, target: Any, options: dict[str, Any], criterion: Any):
-    from .call import bind_call
-
-    return bind_call(input, target, criterion=criterion, loss=loss, **options)  # type: ignore[arg-type]
-
-
-def _sentinel(call: Any):
-    from .sentinel import SentinelPlan
-
-    return SentinelPlan.of(call)
-
-
-def _entry_points():
-    from .entry_points import ENTRY_POINTS
-
-    return ENTRY_POINTS
-
-
+# A declaration only: what it names is imported when first used (the CLI reads the
+# declarations before it imports torch).
 FAMILY = LossFamily(
+    package=__name__,
     name="bce",
     title="Binary cross-entropy",
     prefix="BCE",
@@ -65,11 +45,11 @@ FAMILY = LossFamily(
         ),
         Option("reduction", "mean", "str", "none, mean or sum.", "reduction"),
     ),
-    bind=_bind,
-    rules="cediag.families.bce.rules",
+    bind=".call:bind",
+    rules=".rules",
     criteria=(("torch.nn.BCEWithLogitsLoss", "bce_with_logits"), ("torch.nn.BCELoss", "bce")),
-    entry_points=_entry_points,
-    sentinel=_sentinel,
+    entry_points=".entry_points:ENTRY_POINTS",
+    sentinel=".sentinel:SentinelPlan.of",
     docs=(
         "`F.binary_cross_entropy_with_logits` / `nn.BCEWithLogitsLoss` "
         '(`loss="bce_with_logits"`) and `F.binary_cross_entropy` / `nn.BCELoss` '

@@ -176,3 +176,8 @@ def bind_call(
     # one it rejects is kept as given, for the rule that names it.
     reduction = torch_reduction(reduction) or reduction
     return Call(input, target, weight, pos_weight, reduction, loss, autocast)
+
+
+def bind(loss: str, input: Any, target: Any, options: dict[str, Any], criterion: Any):
+    """The family's binding, as the engine calls it (`LossFamily.bind`)."""
+    return bind_call(input, target, criterion=criterion, loss=loss, **options)  # type: ignore[arg-type]

@@ -12,32 +12,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from .._declaration import LossFamily, Option
 
-# Nothing heavy at import: the CLI reads the declarations before it imports torch.
-
-
-def _bind(loss: str, input: Any, target: Any, options: dict[str, Any], criterion: Any):
-    from .call import bind_call
-
-    return bind_call(input, target, criterion=criterion, loss=loss, **options)  # type: ignore[arg-type]
-
-
-def _sentinel(call: Any):
-    from .sentinel import SentinelPlan
-
-    return SentinelPlan.of(call)
-
-
-def _entry_points():
-    from .entry_points import ENTRY_POINTS
-
-    return ENTRY_POINTS
-
-
+# A declaration only: what it names is imported when first used (the CLI reads the
+# declarations before it imports torch).
 FAMILY = LossFamily(
+    package=__name__,
     name="cross_entropy",
     title="Cross-entropy and NLL",
     prefix="CE",
@@ -54,11 +34,11 @@ FAMILY = LossFamily(
         Option("reduction", "mean", "str", "none, mean or sum.", "reduction"),
         Option("label_smoothing", 0.0, "float", "In [0, 1].", "label_smoothing"),
     ),
-    bind=_bind,
-    rules="cediag.families.cross_entropy.rules",
+    bind=".call:bind",
+    rules=".rules",
     criteria=(("torch.nn.NLLLoss", "nll"), ("torch.nn.CrossEntropyLoss", "cross_entropy")),
-    entry_points=_entry_points,
-    sentinel=_sentinel,
+    entry_points=".entry_points:ENTRY_POINTS",
+    sentinel=".sentinel:SentinelPlan.of",
     docs=(
         '`F.cross_entropy` / `nn.CrossEntropyLoss` (`loss="cross_entropy"`) and `F.nll_loss` / '
         '`nn.NLLLoss` (`loss="nll"`): class-index or probability targets.'

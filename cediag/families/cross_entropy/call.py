@@ -223,3 +223,8 @@ def bind_call(
         label_smoothing = label_smoothing if parsed is None else parsed
     reduction = torch_reduction(reduction) or reduction
     return Call(input, target, weight, ignore_index, reduction, label_smoothing, loss, autocast)
+
+
+def bind(loss: str, input: Any, target: Any, options: dict[str, Any], criterion: Any):
+    """The family's binding, as the engine calls it (`LossFamily.bind`)."""
+    return bind_call(input, target, criterion=criterion, loss=loss, **options)  # type: ignore[arg-type]

@@ -14,11 +14,10 @@ instead of the logits and never build the (N, V) logits.
 
 from __future__ import annotations
 
-from typing import Any
-
 from .._declaration import LossFamily, Option
 
-# Nothing heavy at import (no torch): the CLI reads the declarations before it imports torch.
+# A declaration only: what it names is imported when first used (the CLI reads the
+# declarations before it imports torch).
 
 # Cross-entropy rules this family runs on its stand-in call, each audited: they read the
 # target, the options, and the logits' shape and dtype (which the stand-in has), never the
@@ -33,25 +32,8 @@ REUSED = (
 )  # fmt: skip
 
 
-def _bind(loss: str, input: Any, target: Any, options: dict[str, Any], criterion: Any):
-    from .call import bind_linear_call
-
-    return bind_linear_call(input, target, options, criterion)
-
-
-def _sentinel(call: Any):
-    from .sentinel import LinearSentinelPlan
-
-    return LinearSentinelPlan.of(call)
-
-
-def _entry_points():
-    from .entry_points import ENTRY_POINTS
-
-    return ENTRY_POINTS
-
-
 FAMILY = LossFamily(
+    package=__name__,
     name="linear_cross_entropy",
     title="Linear (fused) cross-entropy",
     prefix="LCE",
@@ -77,11 +59,11 @@ FAMILY = LossFamily(
             "Liger / cut-cross-entropy: logits become softcap * tanh(logits / softcap).",
         ),
     ),
-    bind=_bind,
-    rules="cediag.families.linear_cross_entropy.rules",
+    bind=".call:bind",
+    rules=".rules",
     criteria=(("torch.nn.LinearCrossEntropyLoss", "linear_cross_entropy"),),  # torch >= 2.13
-    entry_points=_entry_points,
-    sentinel=_sentinel,
+    entry_points=".entry_points:ENTRY_POINTS",
+    sentinel=".sentinel:LinearSentinelPlan.of",
     reuses=REUSED,
     docs=(
         '`F.linear_cross_entropy` / `nn.LinearCrossEntropyLoss` (`loss="linear_cross_entropy"`, '

@@ -295,3 +295,8 @@ def describe(t: Any) -> str:
     if not isinstance(t, torch.Tensor):
         return type(t).__name__
     return f"{shape_str(t.shape)} {dtype_name(t.dtype)}"
+
+
+def bind(loss: str, input: Any, target: Any, options: dict[str, Any], criterion: Any):
+    """The family's binding, as the engine calls it (`LossFamily.bind`)."""
+    return bind_linear_call(input, target, options, criterion)

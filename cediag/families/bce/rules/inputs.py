@@ -6,8 +6,8 @@ import torch
 
 from ...._call import shape_str
 from ...._report import GraphEvidence, RowSumEvidence, ValueEvidence
+from ....rules._common import non_finite
 from ....rules._context import Context, fmt, fmt_range, tensor_evidence
-from ....rules._locate import count_and_locate
 from ....rules._registry import Finding, rule
 from ..call import Call
 from ..statistics import InputStats
@@ -291,25 +291,10 @@ def non_finite_input(ctx: Context) -> Finding | None:
     s = ctx.stats.input if ctx.stats else None
     if s is None or s.finite:
         return None
-    x = call.input
-    nans, nan_at = count_and_locate(x, torch.isnan)
-    infs, inf_at = count_and_locate(x, torch.isinf)
-    parts = [f"{nans} NaN" if nans else "", f"{infs} Inf" if infs else ""]
-    first = (nan_at or inf_at)[:1]
+    sentence, evidence = non_finite("input", call.input)
     return Finding(
-        f"input {shape_str(x.shape)} holds "
-        + " and ".join(p for p in parts if p)
-        + f" of {x.numel()} values"
-        + (f", first at {first[0]}" if first else "")
-        + ".",
+        sentence,
         "find the op that produced them: torch.autograd.set_detect_anomaly(True); lower the "
         "learning rate or clip gradients (torch.nn.utils.clip_grad_norm_)",
-        [
-            ValueEvidence(
-                role="input", what="NaN", count=nans, total=x.numel(), first_positions=nan_at
-            ),
-            ValueEvidence(
-                role="input", what="Inf", count=infs, total=x.numel(), first_positions=inf_at
-            ),
-        ],
+        evidence,
     )

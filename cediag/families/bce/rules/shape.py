@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ...._call import FLOAT_DTYPES, dtype_name, shape_str
+from ....rules._common import not_dense
 from ....rules._context import Context, call_evidence
 from ....rules._registry import Finding, rule
 from ..call import Call
@@ -71,14 +72,7 @@ def not_a_tensor(ctx: Context) -> Finding | None:
     ```
     """
     call = ctx.call
-    bad = []
-    for role, value in (("input", call.input), ("target", call.target)):
-        if not isinstance(value, torch.Tensor):
-            bad.append(f"{role} is a {type(value).__name__}")
-        elif value.is_nested:
-            bad.append(f"{role} is a nested tensor")
-        elif value.layout is not torch.strided:
-            bad.append(f"{role} is a {value.layout} tensor")
+    bad = not_dense({"input": call.input, "target": call.target})
     if not bad:
         return None
     return Finding(

@@ -1,0 +1,2 @@
+import os
+BEFORE = dict(os.environ)
