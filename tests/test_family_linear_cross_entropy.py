@@ -726,3 +726,52 @@ def test_uint8_targets_are_judged_by_the_cross_entropy_step_alone():
     )  # fmt: skip
     assert wrong_bias.by_rule("integer-dtype-unsupported") is None
     assert wrong_bias.by_rule("linear-bias-shape-mismatch") is not None
+
+
+def _language_model_batch(rng: torch.Generator, v: int, h: int):
+    """A flattened language-model batch as a training loop feeds the fused loss: Zipf-like
+    token ids, rows of different lengths padded with -100 at the end (or, left-padded, at the
+    start), hidden states of a trained-ish model and a classifier at the usual init scale."""
+    b, t = int(torch.randint(1, 6, (), generator=rng)), int(torch.randint(4, 40, (), generator=rng))
+    ranks = torch.rand(b, t, generator=rng).pow(3)  # many frequent tokens, a long tail
+    labels = (ranks * (v - 1)).long() + int(torch.randint(0, 2, (), generator=rng))
+    labels = labels.clamp_(max=v - 1)
+    for row in range(b):
+        keep = int(torch.randint(1, t + 1, (), generator=rng))
+        if torch.rand((), generator=rng) < 0.5:
+            labels[row, keep:] = -100
+        else:
+            labels[row, : t - keep] = -100
+    hidden = torch.randn(b * t, h, generator=rng) * float(
+        torch.empty(()).uniform_(0.3, 3.0, generator=rng)
+    )
+    weight = (
+        torch.randn(v, h, generator=rng) * 0.02 * float(torch.randint(1, 50, (), generator=rng))
+    )
+    return hidden, labels.reshape(-1), weight
+
+
+def test_no_false_alarms_on_random_language_model_batches():
+    """Random legal fused-loss calls shaped like language-model training (the reused target
+    rules meet vocabularies far larger than the batch here): no error and no warning."""
+    rng = torch.Generator().manual_seed(1234)
+    alarms = []
+    for case in range(300):
+        v = [50, 257, 1000, 5003][case % 4]
+        hidden, labels, weight = _language_model_batch(rng, v, h=16)
+        options = {}
+        if case % 5 == 0:
+            options["label_smoothing"] = 0.1
+        if case % 7 == 0:
+            options["reduction"] = "none"
+        if case % 3 == 0:
+            hidden, weight = hidden.bfloat16(), weight.bfloat16()
+        if (labels == -100).all():
+            continue  # all padding: a real finding (no supervised token), not a legal call
+        report = cediag.check(
+            hidden, labels, loss="linear_cross_entropy", linear_weight=weight, **options
+        )
+        found = [d.code for d in report.at_least("warning")]
+        if found:
+            alarms.append((case, v, tuple(hidden.shape), found))
+    assert alarms == []
