@@ -1,2 +1,0 @@
-import os
-BEFORE = dict(os.environ)
