@@ -167,6 +167,8 @@ def _assert_agrees_with_torch(x, t, options, loss="cross_entropy", meta=False):
     if meta:  # nothing to read on meta tensors, and that is all the notes may say
         assert not report.values_checked
         assert all(n.startswith("values not checked") for n in report.notes), report.notes
+    elif report.by_rule("fused-linear-call"):  # hidden states: their values mean nothing here
+        assert [n for n in report.notes if "fused-linear-call" not in n] == [], report.notes
     else:
         assert report.notes == [], report.notes
     described = f"\ninput {tuple(x.shape)} {x.dtype}, target {tuple(t.shape)} {t.dtype}, {options}\n{report}"

@@ -195,3 +195,45 @@ def test_a_dump_of_each_family_rechecks_to_the_same_finding(tmp_path):
         report = cediag.check(**saved.check_kwargs())
         found.add((report.call.loss, report.diagnostics[0].code))
     assert found == {("bce_with_logits", "BCE203"), ("linear_cross_entropy", "CE206")}
+
+
+def test_a_fused_loss_of_your_own_is_named_not_misread():
+    """wrap() of a fused loss function taking (hidden, weight, labels), left as cross-entropy,
+    reports that one mistake (not labels out of range of H classes and a weight of the wrong
+    shape); with the loss and option_args its fix names, it is checked as what it is."""
+
+    def fused(hidden, weight, labels):
+        return F.linear_cross_entropy(hidden, weight, labels)
+
+    hidden, weight = torch.randn(32, 16), torch.randn(300, 16)
+    labels = torch.randint(0, 300, (32,))
+    with pytest.raises(cediag.CrossEntropyInputError) as caught:
+        cediag.wrap(fused, target_arg="labels", on_error="raise")(hidden, weight, labels)
+    report = caught.value.report
+    assert [d.code for d in report.diagnostics] == ["CE112"]
+    assert 'option_args={"linear_weight": "weight"}' in report.diagnostics[0].fix
+    assert not report.values_checked
+
+    guarded = cediag.wrap(
+        fused,
+        loss="linear_cross_entropy",
+        target_arg="labels",
+        option_args={"linear_weight": "weight"},
+        on_error="raise",
+    )
+    torch.testing.assert_close(guarded(hidden, weight, labels), fused(hidden, weight, labels))
+    labels[5] = 300
+    with pytest.raises(cediag.CrossEntropyInputError) as caught:
+        guarded(hidden, weight, labels)
+    assert [d.code for d in caught.value.report.diagnostics] == ["CE206"]
+    assert caught.value.report.call.arguments["linear_weight"].shape == [300, 16]
+
+
+def test_option_args_must_name_an_option_and_a_parameter():
+    def fused(hidden, weight, labels):
+        return F.linear_cross_entropy(hidden, weight, labels)
+
+    with pytest.raises(TypeError, match="not an option of this loss"):
+        cediag.wrap(fused, loss="linear_cross_entropy", option_args={"classifier": "weight"})
+    with pytest.raises(TypeError, match="has no argument 'head'"):
+        cediag.wrap(fused, loss="linear_cross_entropy", option_args={"linear_weight": "head"})

@@ -233,6 +233,13 @@ CASES: dict[str, Case] = {
         bad_options={"loss": "nll"},
         legal_options={"loss": "nll"},
     ),
+    "fused-linear-call": Case(
+        (randn(32, 64), randint(1000, (32,))),
+        (randn(32, 64), randint(64, (32,))),
+        'loss="linear_cross_entropy"',
+        bad_options={"weight": randn(1000, 64)},  # the classifier, read as class weights
+        legal_options={"weight": torch.ones(64)},
+    ),
     "weight-shape-mismatch": Case(
         (randn(4, 10), randint(10, (4,))),
         (randn(4, 10), randint(10, (4,))),

@@ -20,8 +20,9 @@ class ArgumentBinder:
     Input and target are the parameters named `input_arg` / `target_arg`, else the first two
     positional parameters. Options are taken from parameters named like the family's (`options`;
     by default F.cross_entropy's `weight`, `ignore_index`, `reduction`, `label_smoothing`),
-    passed or defaulted. (A library's loss with its own argument names is bound by its entry
-    point's mapping: `MappedBinder`.)
+    passed or defaulted. `option_args` maps an option to the parameter that holds it in this
+    function (`{"linear_weight": "weight"}`). (A library's loss a family declares is bound by
+    its entry point's mapping: `MappedBinder`.)
     """
 
     def __init__(
@@ -30,12 +31,26 @@ class ArgumentBinder:
         input_arg: str | None = None,
         target_arg: str | None = None,
         options: tuple[str, ...] | None = None,
+        option_args: dict[str, str] | None = None,
     ):
         if options is None:  # F.cross_entropy's, as its family declares them
             from ..families import family_of
 
             options = family_of("cross_entropy").option_names
-        wanted = tuple(options)
+        option_args = dict(option_args or {})
+        unknown = sorted(set(option_args) - set(options))
+        if unknown:
+            raise TypeError(
+                f"option_args names {', '.join(map(repr, unknown))}, not an option of this loss "
+                f"(its options: {', '.join(options)})"
+            )
+        # The parameter that holds each option; one holding an option under another's name
+        # (a `weight` parameter that is the classifier) no longer stands for that one.
+        held = {name: option_args.get(name, name) for name in options}
+        taken = set(option_args.values())
+        held = {n: p for n, p in held.items() if n in option_args or p not in taken}
+        self._option_of = {parameter: name for name, parameter in held.items()}
+        wanted = tuple(held.values())
         self.names: list[str] = []
         self.defaults: dict[str, Any] = {}
         try:
@@ -49,7 +64,7 @@ class ArgumentBinder:
             if p.default is not inspect.Parameter.empty and p.name in wanted + _LEGACY:
                 self.defaults[p.name] = p.default
         named = [p.name for p in params if p.kind is not inspect.Parameter.VAR_KEYWORD]
-        for arg in (input_arg, target_arg):
+        for arg in (input_arg, target_arg, *option_args.values()):
             if arg is not None and arg not in named:
                 raise TypeError(
                     f"{getattr(function, '__name__', function)!r} has no argument {arg!r}"
@@ -94,7 +109,7 @@ class ArgumentBinder:
         for name in self.options:
             value = self._get(name, -1, args, kwargs)
             if value is not _MISSING:
-                options[name] = value
+                options[self._option_of.get(name, name)] = value
         size_average, reduce = options.pop("size_average", None), options.pop("reduce", None)
         if size_average is not None or reduce is not None:
             from torch.nn import _reduction

@@ -584,6 +584,8 @@ class Guard:
         rules = _rules(opts)
         ctx = _engine.check_structure(call, rules)
         deferred = opts.sync == "deferred" and why is None and not ctx.has_error()
+        if ctx.values_meaningless:
+            return _engine.finish(ctx, rules, None, None)
         try:
             plan, packed = _engine.start_statistics(call)
         except Exception as error:  # odd tensors: check the structure only

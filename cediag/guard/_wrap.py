@@ -56,10 +56,18 @@ def _entry_point(function: Any) -> EntryPoint | None:
     return None
 
 
-def _binder(function: Callable, loss: str, input_arg: str | None, target_arg: str | None):
+def _binder(
+    function: Callable,
+    loss: str,
+    input_arg: str | None,
+    target_arg: str | None,
+    option_args: dict[str, str] | None = None,
+):
     """How to find (input, target, options) in a call of `function`: the arguments named
-    `input_arg` / `target_arg`, else the first two, and the family's options by name."""
-    return ArgumentBinder(function, input_arg, target_arg, options=family_of(loss).option_names)
+    `input_arg` / `target_arg`, else the first two, and the family's options by name (or by
+    the parameter `option_args` names for one)."""
+    options = family_of(loss).option_names
+    return ArgumentBinder(function, input_arg, target_arg, options, option_args)
 
 
 def _guarded(
@@ -88,23 +96,27 @@ class _GuardedForward:
     options, not a closure: the guard is rebuilt when the module is loaded.
     """
 
-    def __init__(self, module: torch.nn.Module, loss: str, input_arg, target_arg, options):
+    def __init__(
+        self, module: torch.nn.Module, loss: str, input_arg, target_arg, options, option_args=None
+    ):
         self.module = module
         self.loss = loss
         self.input_arg, self.target_arg = input_arg, target_arg
+        self.option_args = dict(option_args or {})
         self.options = dict(options)
         self._start()
 
     def _start(self) -> None:
         forward = type(self.module).forward.__get__(self.module)
         self._forward = forward
-        entry = _entry_point(self.module) if self.input_arg is self.target_arg is None else None
+        named = self.input_arg is self.target_arg is None and not self.option_args
+        entry = _entry_point(self.module) if named else None
         # A library's loss module (Liger's fused one): its entry point's mapping reads the
         # arguments in the library's order, and the options from the module.
         self._binder = (
             _SelfBinder(entry.binder(type(self.module).forward), self.module)
             if entry is not None and entry.mapping is not None
-            else _binder(forward, self.loss, self.input_arg, self.target_arg)
+            else _binder(forward, self.loss, self.input_arg, self.target_arg, self.option_args)
         )
         self.guard = Guard(self.options)
         self.__wrapped__ = forward
@@ -126,10 +138,12 @@ class _GuardedForward:
             "loss": self.loss,
             "input_arg": self.input_arg,
             "target_arg": self.target_arg,
+            "option_args": self.option_args,
             "options": self.options,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("option_args", {})  # saved before option_args existed
         self.__dict__.update(state)
         self._start()
 
@@ -141,6 +155,7 @@ def wrap(
     loss: str | None = None,
     input_arg: str | None = None,
     target_arg: str | None = None,
+    option_args: dict[str, str] | None = None,
     **options: Any,
 ) -> F:
     """Guard a loss: every call is checked before it runs.
@@ -150,7 +165,8 @@ def wrap(
     or any loss module or function taking `(input, target, ...)`. `loss=` names the loss to check
     it as ("nll", "bce_with_logits", "linear_cross_entropy", ...; inferred from the class, the
     entry point, or a function named `*nll*`, else "cross_entropy"). `input_arg` / `target_arg`
-    name the arguments when they are not the first two. `options`: `on_error`, `fail_on`, `first`,
+    name the arguments when they are not the first two; `option_args` the parameter that holds an
+    option under another name (`{"linear_weight": "weight"}` for a fused loss of your own). `options`: `on_error`, `fail_on`, `first`,
     `every`, `budget`, `sync`, `sync_every`, `dump_dir`, `select`, `ignore`, `enabled` (see
     `cediag.guard.GuardOptions`).
     Modules are guarded in place and returned (they deep-copy, pickle and `torch.save` like the
@@ -162,19 +178,22 @@ def wrap(
         if "forward" in criterion.__dict__:  # a forward of its own: guard that callable
             guard = Guard(options)
             forward = criterion.forward
-            binder = _binder(forward, kind, input_arg, target_arg)
+            binder = _binder(forward, kind, input_arg, target_arg, option_args)
             criterion.forward = _guarded(forward, binder, guard, criterion, kind)
             return criterion
-        criterion.forward = _GuardedForward(criterion, kind, input_arg, target_arg, options)
+        criterion.forward = _GuardedForward(
+            criterion, kind, input_arg, target_arg, options, option_args
+        )
         return criterion
     if not callable(criterion):
         raise TypeError(f"cediag.wrap expects a loss callable, got {type(criterion).__name__}")
     guard = Guard(options)
-    entry = _entry_point(criterion) if input_arg is target_arg is None else None
+    named = input_arg is target_arg is None and not option_args
+    entry = _entry_point(criterion) if named else None
     if entry is not None and entry.mapping is not None:
         binder = entry.binder(criterion)
     else:
-        binder = _binder(criterion, kind, input_arg, target_arg)
+        binder = _binder(criterion, kind, input_arg, target_arg, option_args)
     return _guarded(criterion, binder, guard, None, kind)  # type: ignore[return-value]
 
 
@@ -215,6 +234,7 @@ def checked(
     loss: str | None = None,
     input_arg: str | None = None,
     target_arg: str | None = None,
+    option_args: dict[str, str] | None = None,
     **options: Any,
 ):
     """Decorator form of `wrap` for a loss function with an `(input, target, ...)` signature.
@@ -223,6 +243,13 @@ def checked(
     """
 
     def decorate(f: Callable) -> Callable:
-        return wrap(f, loss=loss, input_arg=input_arg, target_arg=target_arg, **options)
+        return wrap(
+            f,
+            loss=loss,
+            input_arg=input_arg,
+            target_arg=target_arg,
+            option_args=option_args,
+            **options,
+        )
 
     return decorate if function is None else decorate(function)

@@ -48,6 +48,9 @@ class Context:
     found: list[Diagnostic] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     cache: dict[str, Any] = field(default_factory=dict)  # second looks shared between rules
+    # Set by a structure rule that finds the values cannot be read as this loss's at all (hidden
+    # states passed as logits): the value rules do not run, and the report says why.
+    values_meaningless: str | None = None
 
     @cached_property
     def rejection(self) -> str | None:

@@ -46,7 +46,7 @@ def weight_shape_mismatch(ctx: Context) -> Finding | None:
     """
     call = ctx.call
     w = call.weight
-    if w is None or call.input.dim() == 0:
+    if w is None or call.input.dim() == 0 or ctx.fired("fused-linear-call"):
         return None
     n = call.n_classes
     if not isinstance(w, torch.Tensor):

@@ -11,7 +11,7 @@ from ....rules._common import not_dense
 from ....rules._context import Context, call_evidence, tensor_evidence
 from ....rules._registry import Finding, rule
 from ..call import Call, looks_class_dim_last
-from ..contract import torch_rejection, weight_grad_reason
+from ..contract import torch_rejection, weight_grad_reason, weight_shape_ok
 
 
 def _index_call(call: Call) -> bool:
@@ -555,3 +555,72 @@ def device_mismatch(ctx: Context) -> Finding | None:
         if role != "input" and places[role] != places["input"]
     ]
     return Finding(f"{where}: all must be on one device.", "; ".join(moves), call_evidence(call))
+
+
+FUSED_LINEAR_CALL = "fused-linear-call"
+
+
+def looks_fused(call: Call) -> bool:
+    """Hidden states (N, H) or (B, T, H) and a 2-D "weight" (V, H) whose last dim is theirs:
+    a fused linear cross-entropy's classifier, read as cross-entropy's class weights."""
+    x, w = call.input, call.weight
+    return (
+        isinstance(w, torch.Tensor)
+        and w.dim() == 2
+        and x.dim() in (2, 3)
+        and x.dtype in FLOAT_DTYPES
+        and w.shape[1] == x.shape[-1] > 1
+        and w.shape[0] not in (x.shape[-1], 0)
+        and not weight_shape_ok(call)  # a K-dim call whose weight torch reads by numel: legal
+    )
+
+
+@rule(
+    "CE112",
+    FUSED_LINEAR_CALL,
+    "error",
+    "structure",
+    "a fused linear cross-entropy (hidden states, classifier) checked as cross-entropy",
+)
+def fused_linear_call(ctx: Context) -> Finding | None:
+    """Hidden states and a classifier matrix checked as logits and class weights.
+
+    ## What it does
+    Fires when the "weight" of a cross-entropy call is a (V, H) matrix whose last dim is the
+    input's last dim: the input is hidden states and the weight is the classifier of a fused
+    linear cross-entropy (`F.linear_cross_entropy`, Liger's or cut-cross-entropy's fused loss,
+    a loss function of your own that takes the LM head's weight). The target rules and the
+    class-weight rule would otherwise explain the call wrongly (labels "out of range" of H
+    classes, a weight of the wrong shape); they stand down.
+
+    ## Why is this bad?
+    Checked as cross-entropy, the call means nothing: its classes are the vocabulary, V, not the
+    hidden size. Checked as what it is, the labels are compared with V, and the classifier's
+    shape and dtype with the hidden states'.
+
+    ## Example
+    ```python
+    cediag.wrap(my_fused_loss)(hidden, lm_head.weight, labels)   # def my_fused_loss(hidden, weight, labels)
+    ```
+
+    ## Use instead
+    ```python
+    cediag.wrap(my_fused_loss, loss="linear_cross_entropy", option_args={"linear_weight": "weight"})
+    cediag.check(hidden, labels, loss="linear_cross_entropy", linear_weight=lm_head.weight)
+    ```
+    """
+    call = ctx.call
+    if not looks_fused(call):
+        return None
+    x, w = call.input, call.weight
+    ctx.values_meaningless = "the input is hidden states, not logits (fused-linear-call)"
+    return Finding(
+        f"input {shape_str(x.shape)} and weight {shape_str(w.shape)} share their last dim: "
+        f"hidden states and the classifier of a fused linear cross-entropy over "
+        f"{w.shape[0]} classes, not logits over {x.shape[-1]} classes and class weights.",
+        'check it as one: loss="linear_cross_entropy" with the classifier as linear_weight, '
+        'e.g. cediag.wrap(loss_fn, loss="linear_cross_entropy", '
+        'option_args={"linear_weight": "weight"}) or cediag.check(hidden, target, '
+        'loss="linear_cross_entropy", linear_weight=weight)',
+        [tensor_evidence("input", x), tensor_evidence("weight", w)],
+    )
