@@ -307,3 +307,22 @@ def test_watch_without_model_catches_padding_inside_the_models_own_loss(tokenize
         warnings.simplefilter("always")
         model(**batch).loss.backward()
     assert not [w for w in caught if isinstance(w.message, CediagWarning)]
+
+
+def test_windows_counted_in_plain_numbers_do_not_merge(tokenizer):
+    """A training loop of its own passes num_items_in_batch as a Python int. Fixed-length
+    batches give every window the same count: windows are closed when their labels add up to
+    it, not merged into one (which would be a false CE509); a wrong count is still found."""
+    batches = []
+    for _ in range(4):  # the same rows each time: every window has the same count
+        b = dict(encode(tokenizer, TEXTS[:2]))
+        b["labels"] = b["input_ids"].masked_fill(b["attention_mask"] == 0, -100)
+        batches.append(b)
+    per_window = [batches[0:2], batches[2:4]]
+    legal, wrong = [], []
+    for window in per_window:
+        n = int(sum((b["labels"][..., 1:] != -100).sum() for b in window))
+        legal += [{**b, "num_items_in_batch": n} for b in window]
+        wrong += [{**b, "num_items_in_batch": n + 7} for b in window]
+    assert train(llama(tokenizer), legal, tokenizer, steps=1)[0] == []
+    assert "CE509" in train(llama(tokenizer), wrong, tokenizer, steps=1)[0]

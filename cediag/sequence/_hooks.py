@@ -47,6 +47,11 @@ class _Window:
     interrupted: bool = False  # a forward of it was stopped: its count is not the window's
 
 
+def _complete(w: _Window) -> bool:
+    counts = (w.supervised, w.unshifted, w.if_shifted)
+    return any(count is not None and count == w.items for count in counts)
+
+
 class _Hook:
     def __init__(
         self,
@@ -196,6 +201,12 @@ class _Hook:
         w.forwards += 1
         self.counted_in = w
         if self.steps is not None and w.forwards >= self.steps:
+            closed.append(w)
+            w = None
+        elif self.steps is None and not isinstance(raw, torch.Tensor) and _complete(w):
+            # A number is grouped by value, not identity: consecutive windows with the same
+            # count (fixed-length packed batches) would merge. One whose labels add up to
+            # its count, read either way, is complete.
             closed.append(w)
             w = None
         self.window = w
