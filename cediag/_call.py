@@ -53,6 +53,17 @@ def readable_dtype(dtype: torch.dtype) -> bool:
     return dtype in READABLE_DTYPES
 
 
+def values_readable(call: Any) -> bool:
+    """Whether a call's input and target hold data a statistics pass can read (not meta, not
+    an exotic dtype)."""
+    return (
+        call.tensors_ok
+        and not call.on_meta
+        and readable_dtype(call.input.dtype)
+        and readable_dtype(call.target.dtype)
+    )
+
+
 def dtype_name(dtype: torch.dtype) -> str:
     return _SHORT_DTYPE.get(dtype, str(dtype).removeprefix("torch."))
 

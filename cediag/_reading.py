@@ -8,8 +8,14 @@ index without gathering the rest.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
+
+from ._call import autocast_enabled
+
+T = TypeVar("T")
 
 
 def is_integer(t: torch.Tensor) -> bool:
@@ -96,3 +102,12 @@ def _unravel(flat: int, shape: tuple[int, ...]) -> tuple[int, ...]:
         flat, coord = divmod(flat, size)
         coords.append(coord)
     return tuple(reversed(coords))
+
+
+def autocast_off(device_type: str, compute: Callable[[], T]) -> T:
+    """`compute()` with autocast off for `device_type`: a statistics pass reads the tensors in
+    the dtypes the loss receives, and a caller's autocast region must not change its ops."""
+    if autocast_enabled(device_type):
+        with torch.autocast(device_type, enabled=False):
+            return compute()
+    return compute()

@@ -18,8 +18,8 @@ from ..._call import (
     argument_summary,
     autocast_enabled,
     option_text,
-    readable_dtype,
     torch_reduction,
+    values_readable,
 )
 from ..._report import CallSummary
 
@@ -119,9 +119,7 @@ class Call:
     def statistics(self):
         """The statistics plan, or None when the tensors hold nothing readable (meta, odd
         dtypes)."""
-        if not self.tensors_ok or self.on_meta:
-            return None
-        if not (readable_dtype(self.input.dtype) and readable_dtype(self.target.dtype)):
+        if not values_readable(self):
             return None
         from .statistics import StatisticsPlan
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..._call import FLOAT_DTYPES, autocast_enabled
-from ..._reading import sample_rows, storage_view, whole_aminmax
+from ..._call import FLOAT_DTYPES
+from ..._reading import autocast_off, sample_rows, storage_view, whole_aminmax
 from .call import Call
 
 SAMPLE_ROWS = 64
@@ -90,11 +90,7 @@ class StatisticsPlan:
 
     # ------------------------------------------------------------------ compute
     def compute(self) -> torch.Tensor:
-        x = self.call.input
-        if autocast_enabled(x.device.type):
-            with torch.autocast(x.device.type, enabled=False):
-                return self._compute()
-        return self._compute()
+        return autocast_off(self.call.input.device.type, self._compute)
 
     def _compute(self) -> torch.Tensor:
         call = self.call

@@ -21,8 +21,15 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..._call import FLOAT_DTYPES, autocast_enabled, torch_int
-from ..._reading import is_integer, probability_tolerance, sample_rows, storage_view, whole_aminmax
+from ..._call import FLOAT_DTYPES, torch_int
+from ..._reading import (
+    autocast_off,
+    is_integer,
+    probability_tolerance,
+    sample_rows,
+    storage_view,
+    whole_aminmax,
+)
 from .call import Call
 
 SAMPLE_ROWS = 64
@@ -110,11 +117,7 @@ class StatisticsPlan:
 
     # ------------------------------------------------------------------ compute
     def compute(self) -> torch.Tensor:
-        x = self.call.input
-        if autocast_enabled(x.device.type):
-            with torch.autocast(x.device.type, enabled=False):
-                return self._compute()
-        return self._compute()
+        return autocast_off(self.call.input.device.type, self._compute)
 
     def _compute(self) -> torch.Tensor:
         call = self.call
