@@ -775,3 +775,19 @@ def test_sentinel_has_no_plan_for_what_it_cannot_read():
     assert _plan(torch.randn(8, 5), torch.randint(0, 2, (8, 5))) is None
     assert _plan(torch.randn(0, 5), torch.rand(0, 5)) is None
     assert _plan(torch.randn(8, 5, device="meta"), torch.rand(8, 5, device="meta")) is None
+
+
+def test_one_hot_info_reads_every_row_once_the_sample_says_so():
+    """The statistics sample 64 rows; the one-hot info is given only when every row is one-hot
+    (a multi-label row the sample skipped keeps it silent)."""
+    from cediag._reading import sample_rows
+
+    labels = torch.randint(0, 6, (200,))
+    one_hot = F.one_hot(labels, 6).float()
+    logits = torch.randn(200, 6)
+    report = cediag.check(logits, one_hot, loss="bce_with_logits")
+    assert [d.code for d in report.diagnostics] == ["BCE204"]
+    sampled = {int(i) for i in sample_rows(torch.arange(200).unsqueeze(1), 1, 64).reshape(-1)}
+    skipped = next(row for row in range(200) if row not in sampled)
+    one_hot[skipped] = 1.0  # a multi-label row the sample does not see
+    assert cediag.check(logits, one_hot, loss="bce_with_logits").diagnostics == []

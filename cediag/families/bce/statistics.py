@@ -52,8 +52,11 @@ class TargetStats:
     min: float
     max: float
     rows_total: int  # rows over the class dim (0 without one)
-    row_sum: tuple[float, float] | None = None  # least and greatest row sum over the class dim
-    row_max_least: float | None = None  # the least of the rows' maxima
+    # Over the sampled rows (at most SAMPLE_ROWS): least and greatest row sum over the class
+    # dim, and the least of the rows' maxima. A rule that needs every row looks again.
+    row_sum: tuple[float, float] | None = None
+    row_max_least: float | None = None
+    rows_sampled: int = 0
 
     @property
     def finite(self) -> bool:
@@ -65,8 +68,8 @@ class TargetStats:
 
     @property
     def one_hot_rows(self) -> bool:
-        """Every row holds exactly one 1 and 0s elsewhere: values in [0, 1] whose rows each sum
-        to exactly 1 with a maximum of exactly 1."""
+        """Every sampled row holds exactly one 1 and 0s elsewhere: values in [0, 1] whose rows
+        each sum to exactly 1 with a maximum of exactly 1."""
         return (
             self.in_unit_range
             and self.row_sum is not None
@@ -107,9 +110,11 @@ class StatisticsPlan:
             if t.dtype in FLOAT_DTYPES and t.numel() > 0 and same_shape:
                 low, high = whole_aminmax(t)
                 parts += [("tg.min", low), ("tg.max", high)]
-                if _has_rows(t):
-                    sum_range, max_least = _row_reductions(t)
-                    parts += [("tg.row_sum", sum_range), ("tg.row_max", max_least)]
+                if _has_rows(t):  # sampled rows: the one-hot rule reads them all only then
+                    rows = sample_rows(t, 1, SAMPLE_ROWS).float()
+                    sums, maxima = rows.sum(1), rows.amax(1)
+                    parts += [("tg.row_sum", torch.stack(torch.aminmax(sums)))]
+                    parts += [("tg.row_max", maxima.amin())]
         return self._pack(parts, x.device)
 
     def _pack(self, parts: list[tuple[str, torch.Tensor]], device: torch.device) -> torch.Tensor:
@@ -151,6 +156,7 @@ class StatisticsPlan:
                 rows_total=t.numel() // max(t.shape[1], 1) if rows else 0,
                 row_sum=tuple(got["tg.row_sum"]) if rows else None,  # type: ignore[arg-type]
                 row_max_least=got["tg.row_max"][0] if rows else None,
+                rows_sampled=min(SAMPLE_ROWS, t.numel() // max(t.shape[1], 1)) if rows else 0,
             )
         return stats
 
@@ -160,7 +166,7 @@ def _has_rows(t: torch.Tensor) -> bool:
     return t.dim() >= 2 and t.shape[1] >= 2 and t.numel() > 0
 
 
-def _row_reductions(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def row_reductions(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(least, greatest) sum over dim 1 and the least maximum over dim 1, read a slab of dim 0
     at a time in float32. An expanded target is read through the storage it repeats."""
     base, _ = storage_view(t, keep=1, permute=False)

@@ -11,7 +11,7 @@ from ...._report import RowSumEvidence, ValueEvidence
 from ....rules._context import Context, call_evidence, fmt
 from ....rules._locate import count_and_locate
 from ....rules._registry import Finding, rule
-from ..statistics import TargetStats
+from ..statistics import TargetStats, row_reductions
 
 MIN_ROWS_FOR_ONE_HOT = 8  # C = 2 multi-hot rows are one-hot by chance 1 in 2: 8 rows, 1 in 256
 
@@ -230,6 +230,11 @@ def one_hot_targets(ctx: Context) -> Finding | None:
     call, s = ctx.call, _target_stats(ctx)
     if s is None or not s.one_hot_rows or s.rows_total < MIN_ROWS_FOR_ONE_HOT:
         return None
+    if s.rows_sampled < s.rows_total:  # the sampled rows are one-hot: now read every row
+        sum_range, max_least = row_reductions(call.target)
+        low, high = sum_range.tolist()
+        if (low, high, float(max_least)) != (1.0, 1.0, 1.0):
+            return None
     c = call.target.shape[1]
     return Finding(
         f"all {s.rows_total} rows of target {shape_str(call.target.shape)} hold exactly one 1 "
