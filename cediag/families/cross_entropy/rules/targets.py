@@ -784,7 +784,8 @@ def multi_hot_targets(ctx: Context) -> Finding | None:
     return Finding(
         f"target {shape_str(call.target.shape)} holds 0/1 values with up to {same.sample_ones[1]} "
         "ones per row: this is multi-label classification.",
-        "F.binary_cross_entropy_with_logits(logits, target.float())  # nn.BCEWithLogitsLoss()",
+        "F.binary_cross_entropy_with_logits(logits, target.float())  # nn.BCEWithLogitsLoss(); "
+        'a BCE loss of your own checked by cediag: loss="bce_with_logits"',
         call_evidence(call),
     )
 
