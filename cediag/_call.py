@@ -183,13 +183,20 @@ def option_text(value: Any, limit: int = 60) -> str:
 
 
 # One call that answers for every device type (torch >= 2.4); else assume it may be on.
-_any_autocast = getattr(torch._C, "_is_any_autocast_enabled", lambda: True)
+any_autocast = getattr(torch._C, "_is_any_autocast_enabled", lambda: True)
+
+
+def autocast_on(tensor: torch.Tensor) -> bool:
+    """Whether autocast is on for the tensor's device. The cheap any-device probe comes first:
+    reading `tensor.device.type` costs most of a microsecond, and autocast is off in most
+    steps."""
+    return any_autocast() and autocast_enabled(tensor.device.type)
 
 
 def autocast_enabled(device_type: str) -> bool:
     """Whether autocast is on for `device_type` (read on every guarded call: one cheap probe
     first, since autocast is off in most steps)."""
-    if not _any_autocast():
+    if not any_autocast():
         return False
     try:
         return torch.is_autocast_enabled(device_type)

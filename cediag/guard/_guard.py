@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from .. import _engine
-from .._call import autocast_enabled
+from .._call import any_autocast, autocast_enabled
 from .._dump import write_dump
 from .._report import CrossEntropyInputError, Diagnostic, Report, Severity
 from ..families import family_of
@@ -789,7 +789,7 @@ def structure_key(
             parts.append((name, _object_key(value)))
     if criterion is not None:
         parts.append(_criterion_options(criterion, loss))
-    parts.append(device is not None and autocast_enabled(device.type))
+    parts.append(device is not None and any_autocast() and autocast_enabled(device.type))
     return tuple(parts)
 
 

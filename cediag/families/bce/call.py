@@ -16,7 +16,7 @@ import torch
 from ..._call import (
     FLOAT_DTYPES,
     argument_summary,
-    autocast_enabled,
+    autocast_on,
     option_text,
     torch_reduction,
     values_readable,
@@ -169,7 +169,7 @@ def bind_call(
             loss = "bce_with_logits"
         elif isinstance(criterion, torch.nn.BCELoss):
             loss = "bce"
-    autocast = isinstance(input, torch.Tensor) and autocast_enabled(input.device.type)
+    autocast = isinstance(input, torch.Tensor) and autocast_on(input)
     # A reduction torch accepts is kept as the value torch reads ("elementwise_mean" -> "mean");
     # one it rejects is kept as given, for the rule that names it.
     reduction = torch_reduction(reduction) or reduction

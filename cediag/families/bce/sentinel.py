@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..._call import FLOAT_DTYPES, autocast_enabled, shape_str
+from ..._call import FLOAT_DTYPES, autocast_on, shape_str
 from ..._graph import ACTIVATION_NODES
 from ..._reading import whole_aminmax
 from ..._report import CallSummary, Diagnostic, Report, ValueEvidence
@@ -80,7 +80,7 @@ class SentinelPlan:
     # ------------------------------------------------------------------ reading
     def read_now(self, input: torch.Tensor, target: torch.Tensor) -> tuple[str, ...]:
         """Measure one call and read the result at once (one small transfer on a GPU)."""
-        if autocast_enabled(input.device.type):  # read in the dtypes the loss receives
+        if autocast_on(input):  # read in the dtypes the loss receives
             with torch.autocast(input.device.type, enabled=False):
                 return self.read_now(input, target)
         if not (input.requires_grad or target.requires_grad):
@@ -104,7 +104,7 @@ class SentinelPlan:
     def measure(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """One packed float64 reading on the tensors' device, without synchronising:
         [input min, input max, target min, target max]."""
-        if autocast_enabled(input.device.type):
+        if autocast_on(input):
             with torch.autocast(input.device.type, enabled=False):
                 return self.measure(input, target)
         low, high = whole_aminmax(input)

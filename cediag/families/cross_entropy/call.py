@@ -19,7 +19,7 @@ from ..._call import (
     INT64_MIN,
     BeyondInt64,
     argument_summary,
-    autocast_enabled,
+    autocast_on,
     option_text,
     torch_float,
     torch_int,
@@ -207,7 +207,7 @@ def bind_call(
             label_smoothing = getattr(criterion, "label_smoothing", 0.0)
         if isinstance(criterion, torch.nn.NLLLoss):
             loss = "nll"
-    autocast = isinstance(input, torch.Tensor) and autocast_enabled(input.device.type)
+    autocast = isinstance(input, torch.Tensor) and autocast_on(input)
     # Options torch accepts are kept as the value torch reads (np.int64(3) -> 3, "elementwise_mean"
     # -> "mean"); options it rejects are kept as given, for the rule that names them.
     if type(ignore_index) is not int or not INT64_MIN <= ignore_index <= INT64_MAX:

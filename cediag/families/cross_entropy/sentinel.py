@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..._call import FLOAT_DTYPES, autocast_enabled, shape_str
+from ..._call import FLOAT_DTYPES, autocast_on, shape_str
 from ..._graph import ACTIVATION_NODES
 from ..._reading import probability_tolerance, whole_aminmax
 from ..._report import CallSummary, Diagnostic, Report, ValueEvidence
@@ -132,7 +132,7 @@ def _masked_target_range(plan: SentinelPlan, t: torch.Tensor):
 def read_now(plan: SentinelPlan, x: torch.Tensor, t: torch.Tensor) -> tuple[str, ...]:
     """Measure one call and read the result at once (one small transfer on a GPU). Returns the
     reasons to look closer, () when the call looks healthy."""
-    if autocast_enabled(x.device.type):  # read in the dtypes the loss receives
+    if autocast_on(x):  # read in the dtypes the loss receives
         with torch.autocast(x.device.type, enabled=False):
             return read_now(plan, x, t)
     if not x.requires_grad:
@@ -170,7 +170,7 @@ def measure(plan: SentinelPlan, x: torch.Tensor, t: torch.Tensor) -> torch.Tenso
     """One packed float64 reading on the tensors' device, without synchronising:
     [logits min, logits max, then targets: min, max, ignored count, count] for class indices,
     [min, max, least row sum, greatest row sum] for probabilities."""
-    if autocast_enabled(x.device.type):
+    if autocast_on(x):
         with torch.autocast(x.device.type, enabled=False):
             return measure(plan, x, t)
     low, high = whole_aminmax(x)

@@ -22,7 +22,7 @@ import torch
 
 from ..._call import (
     argument_summary,
-    autocast_enabled,
+    autocast_on,
     dtype_name,
     option_text,
     readable_dtype,
@@ -260,7 +260,7 @@ def bind_linear_call(
     w = options.get("linear_weight")
     given = options.get("ignore_index")
     tensors = isinstance(hidden, torch.Tensor) and isinstance(w, torch.Tensor)
-    autocast = isinstance(hidden, torch.Tensor) and autocast_enabled(hidden.device.type)
+    autocast = isinstance(hidden, torch.Tensor) and autocast_on(hidden)
     logits = stand_in(hidden, w, autocast) if tensors else hidden
     base = bind_call(
         logits,
