@@ -84,7 +84,7 @@ class SavedCall:
         from .families import family_of
 
         given = {k: v for k, v in overrides.items() if v is not None}
-        options = {**self.options, **given, **self.tensors}
+        options = {**self.options, **self.tensors, **given}  # the command line wins
         if self.weight is not None:
             options["weight"] = self.weight
         try:
@@ -93,9 +93,10 @@ class SavedCall:
             known = tuple(options)
         for name in [n for n in options if n not in known and n != "loss"]:
             if name in given:
-                raise ValueError(
-                    f"--{name.replace('_', '-')} is not an option of loss={options.get('loss')!r}"
-                )
+                flag = f"--{name.replace('_', '-')}"
+                if isinstance(given[name], torch.Tensor):
+                    flag = f"--tensor {name}"
+                raise ValueError(f"{flag} is not an option of loss={options.get('loss')!r}")
             del options[name]
             self.notes.append(f"{name} ignored: not an option of loss={options.get('loss')!r}")
         return {"input": self.input, "target": self.target, **options}
@@ -225,7 +226,9 @@ def load_tensor(
     file, spec_key = split_key(spec)
     key = spec_key or key
     contents = _read(file, unsafe)
-    candidates = {"input": INPUT_KEYS, "target": TARGET_KEYS, "weight": WEIGHT_KEYS}[role]
+    candidates = {"input": INPUT_KEYS, "target": TARGET_KEYS, "weight": WEIGHT_KEYS}.get(
+        role, (role,)
+    )
     return contents.tensors[_pick(file, contents, key, candidates, role, whole_call=False)]
 
 

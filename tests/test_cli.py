@@ -642,3 +642,27 @@ def test_an_option_the_loss_does_not_take_is_refused(tmp_path):
         cli("check", path, "--loss", "bce", "--ignore-index", "3"),
         "--ignore-index is not an option of loss='bce'",
     )
+
+
+def test_tensor_option_gives_a_fused_call_its_classifier(tmp_path):
+    hidden, weight = torch.randn(16, 8), torch.randn(30, 8)
+    labels = torch.randint(0, 30, (16,))
+    torch.save(hidden, tmp_path / "hidden.pt")
+    torch.save(labels, tmp_path / "labels.pt")
+    save_file({"lm_head.weight": weight}, str(tmp_path / "head.safetensors"))
+    head = f"linear_weight={tmp_path / 'head.safetensors'}:lm_head.weight"
+    files = (tmp_path / "hidden.pt", tmp_path / "labels.pt")
+    clean = cli("check", *files, "--loss", "linear_cross_entropy", "--tensor", head)
+    assert clean.exit_code == ExitCode.CLEAN, clean.stdout + clean.stderr
+    labels[3] = 30
+    torch.save(labels, tmp_path / "labels.pt")
+    found = cli("check", *files, "--loss", "linear_cross_entropy", "--tensor", head)
+    assert found.exit_code == ExitCode.FINDINGS and "CE206" in found.stdout
+    assert "resize_token_embeddings(31)" in found.stdout
+    assert_could_not_run(
+        cli("check", *files, "--tensor", head), "--tensor linear_weight is not an option"
+    )
+    assert_could_not_run(
+        cli("check", *files, "--tensor", "classifier=x.pt"), "not a tensor argument of any loss"
+    )
+    assert_could_not_run(cli("check", *files, "--tensor", "pos_weight"), "expected NAME=FILE")

@@ -113,6 +113,15 @@ def check(
         str | None,
         typer.Option(metavar="FILE[:KEY]", help="Class weights (C,).", show_default=False),
     ] = None,
+    tensor: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="NAME=FILE[:KEY]",
+            help="Another tensor argument of the loss: pos_weight (BCE), linear_weight or "
+            "linear_bias (linear cross-entropy). Repeatable. A dict file names them itself.",
+            show_default=False,
+        ),
+    ] = None,
     ignore_index: Annotated[
         int | None,
         typer.Option(help="As in F.cross_entropy (default: the saved value, else -100)."),
@@ -237,11 +246,13 @@ def check(
             "created yourself.\n"
         )
     calls = _load_calls(files, weight, input_key, target_key, weight_key, unsafe_load, quiet)
+    extra = _extra_tensors(tensor or [], unsafe_load)
     overrides = {
         "ignore_index": ignore_index,
         "label_smoothing": label_smoothing,
         "reduction": reduction.value if reduction else None,
         "loss": loss.value if loss else None,
+        **extra,  # --tensor: given on the command line, so a loss without it is an error
     }
     results: list[Checked | FileError] = []
     for path, saved in calls:
@@ -377,6 +388,26 @@ def _patterns(values: list[str] | None, option: str) -> list[str] | None:
         except ValueError as error:
             fail(f"{option} {error}; see `cediag rules`")
     return patterns
+
+
+def _extra_tensors(specs: list[str], unsafe: bool) -> dict:
+    """`--tensor NAME=FILE[:KEY]` options, read once for every call; exit 2 on a bad one."""
+    from .._io import TENSOR_OPTION_NAMES, LoadError, load_tensor
+
+    found = {}
+    for spec in specs:
+        name, sep, source = spec.partition("=")
+        if not sep or not source:
+            fail(f"--tensor {spec!r}: expected NAME=FILE[:KEY], e.g. pos_weight=pw.pt")
+        if name not in TENSOR_OPTION_NAMES:
+            fail(
+                f"--tensor {name}: not a tensor argument of any loss ({', '.join(TENSOR_OPTION_NAMES)})"
+            )
+        try:
+            found[name] = load_tensor(source, role=name, unsafe=unsafe)
+        except LoadError as error:
+            fail(f"--tensor {name}: {error}")
+    return found
 
 
 def _load_calls(files, weight, input_key, target_key, weight_key, unsafe, quiet=False):
