@@ -537,7 +537,7 @@ def test_schema_command_matches_the_model():
     assert "ok" in schema["properties"] and "ok" in schema["required"]  # what the JSON holds
 
 
-@pytest.mark.parametrize("kind", ["report", "check", "statistics"])
+@pytest.mark.parametrize("kind", ["report", "check", "statistics", "summary"])
 def test_committed_schema_is_current(kind):
     committed = Path(cediag.__file__).parent / f"{kind}.schema.json"
     assert committed.read_text() == report_schema(kind), (

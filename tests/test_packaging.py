@@ -226,7 +226,7 @@ SMOKE = """
 import json, pathlib, subprocess, sys
 import cediag
 assert pathlib.Path(cediag.__file__).resolve().is_relative_to(pathlib.Path(sys.prefix).resolve()), cediag.__file__
-for name in ("report", "check", "statistics"):
+for name in ("report", "check", "statistics", "summary"):
     package = pathlib.Path(cediag.__file__).parent
     assert json.loads((package / f"{name}.schema.json").read_text())["$schema"]
 import torch

@@ -7,10 +7,12 @@ import json
 import subprocess
 import sys
 
+import jsonschema
 import pytest
 
 import cediag
 from cediag._runner import run_script
+from cediag.cli._app import report_schema
 
 BAD = """
 import sys
@@ -99,6 +101,7 @@ def test_cli_run_options_and_arguments_after_the_script(script, tmp_path):
     assert done.returncode == 1, done.stderr
     assert "argv ['--help', '-x']" in done.stdout
     summary = json.loads(done.stderr[done.stderr.index("{") :])
+    jsonschema.validate(summary, json.loads(report_schema("summary")))
     [entry] = [e for e in summary["entries"] if e["rule"] == "softmax-applied"]
     assert entry["count"] == 3 and entry["dump"] and entry["dump"].startswith(str(dumps))
     assert summary["checked"] == 3  # --every 1: a full check on every call

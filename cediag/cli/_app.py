@@ -642,6 +642,7 @@ class SchemaKind(str, Enum):
     report = "report"
     check = "check"
     statistics = "statistics"
+    summary = "summary"
 
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -655,7 +656,8 @@ def report_schema(kind: SchemaKind | str = SchemaKind.report) -> str:
     report: one `cediag.Report` (what `--format json` writes for one file, and the `report` of
     a guard dump's sidecar). check: anything `cediag check --format json` writes: one entry or a
     list, each a report or a file that could not be checked. statistics: `--statistics --format
-    json`. Serialization schemas: they describe the JSON written, `ok` included.
+    json`. summary: a guard's summary (`cediag.summary()`, what `cediag run --format json`
+    writes). Serialization schemas: they describe the JSON written, `ok` included.
     """
     from pydantic import TypeAdapter
 
@@ -665,6 +667,10 @@ def report_schema(kind: SchemaKind | str = SchemaKind.report) -> str:
     kind = SchemaKind(kind)
     if kind is SchemaKind.report:
         schema = {"$schema": DIALECT, **Report.model_json_schema(mode="serialization")}
+    elif kind is SchemaKind.summary:
+        from ..guard import GuardSummary
+
+        schema = {"$schema": DIALECT, **GuardSummary.model_json_schema(mode="serialization")}
     else:
         entry = Report | FileError
         shape = entry | list[entry] if kind is SchemaKind.check else list[StatisticsRow | FileError]
@@ -683,7 +689,8 @@ def schema(
         SchemaKind,
         typer.Argument(
             help="report: one report (--format json for one file, a dump's report); check: "
-            "anything check --format json writes; statistics: --statistics --format json."
+            "anything check --format json writes; statistics: --statistics --format json; "
+            "summary: a guard's summary (cediag run --format json)."
         ),
     ] = SchemaKind.report,
 ) -> None:
