@@ -21,7 +21,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--cediag",
         action="store_true",
         default=False,
-        help="check every F.cross_entropy / F.nll_loss call made by the tests",
+        help="check every loss call (cross-entropy, NLL, BCE, linear cross-entropy) made by the tests",
     )
     group.addoption(
         "--cediag-fail-on",
@@ -40,7 +40,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "no_cediag: do not check cross-entropy calls in this test")
+    config.addinivalue_line("markers", "no_cediag: do not check loss calls in this test")
     if config.getoption("--cediag", default=False):
         config.pluginmanager.register(_CediagPlugin(config), "cediag-checks")
 
@@ -67,7 +67,7 @@ class _CediagPlugin:
         if failing:
             reports = "\n\n".join(str(report) for report in failing[:5])
             more = f"\n... and {len(failing) - 5} more" if len(failing) > 5 else ""
-            pytest.fail(f"cediag found problems in cross-entropy calls:\n{reports}{more}", False)
+            pytest.fail(f"cediag found problems in loss calls:\n{reports}{more}", False)
         return result
 
     def pytest_terminal_summary(self, terminalreporter) -> None:

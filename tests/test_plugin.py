@@ -49,7 +49,7 @@ def test_with_the_option_errors_fail_the_test_and_a_summary_prints(suite):
     result.stdout.fnmatch_lines(
         [
             "*test_softmax_before_loss*",
-            "*cediag found problems in cross-entropy calls*",
+            "*cediag found problems in loss calls*",
             "*CE301 softmax-applied*",
             "*fix: remove the softmax*",
         ]
