@@ -237,3 +237,18 @@ def test_option_args_must_name_an_option_and_a_parameter():
         cediag.wrap(fused, loss="linear_cross_entropy", option_args={"classifier": "weight"})
     with pytest.raises(TypeError, match="has no argument 'head'"):
         cediag.wrap(fused, loss="linear_cross_entropy", option_args={"linear_weight": "head"})
+
+
+def test_a_criterion_supplies_only_the_options_the_call_did_not_give():
+    """One rule for every family (`LossFamily.options_with`): what `check(x, t, criterion=c)`
+    is not given explicitly is read from the criterion, and an explicit value wins even when
+    it equals torch's default."""
+    x, t = torch.randn(8, 5), torch.tensor([0, 1, 2, 3, 4, 255, 255, 1])
+    criterion = nn.CrossEntropyLoss(ignore_index=255)
+    assert cediag.check(x, t, criterion=criterion).ok  # 255 ignored, as criterion(x, t) does
+    explicit = cediag.check(x, t, criterion=criterion, ignore_index=-100)
+    assert explicit.by_rule("padding-label") is not None  # -100 asked for: 255 is out of range
+    logits, target = torch.randn(8, 3), (torch.rand(8, 3) < 0.5).float()
+    bce = nn.BCEWithLogitsLoss(pos_weight=torch.ones(8))  # per-sample: the wrong shape
+    assert cediag.check(logits, target, criterion=bce).by_rule("bce-pos-weight-shape")
+    assert cediag.check(logits, target, criterion=bce, pos_weight=torch.ones(3)).ok

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from .._report import CallSummary, Report
 
 OptionKind = Literal["tensor", "int", "float", "str"]
+_ABSENT = object()
 # What an entry point's mapping makes of one call: (input, target, options), as check() takes them.
 Mapped = tuple[Any, Any, dict[str, Any]]
 
@@ -203,6 +204,21 @@ class LossFamily:
             value = getattr(self, name)
             if isinstance(value, str):
                 object.__setattr__(self, name, Deferred(self.package, value, call=calls))
+
+    def options_with(self, criterion: Any, options: dict[str, Any]) -> dict[str, Any]:
+        """`options`, plus each option the call did not give read from the criterion module
+        (`Option.criterion`): how `check(x, t, criterion=ce)` sees what `ce(x, t)` sees. An
+        option given explicitly wins, even when it equals the default."""
+        if criterion is None:
+            return options
+        got = dict(options)
+        for option in self.options:
+            if option.name in got or option.criterion is None:
+                continue
+            value = getattr(criterion, option.criterion, _ABSENT)
+            if value is not _ABSENT:
+                got[option.name] = value
+        return got
 
     def option(self, name: str) -> Option | None:
         return next((o for o in self.options if o.name == name), None)

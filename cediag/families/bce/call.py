@@ -155,16 +155,9 @@ def bind_call(
     criterion: Any = None,
     loss: LossKind = "bce_with_logits",
 ) -> Call:
-    """Normalise a call. A `criterion` (nn.BCEWithLogitsLoss / nn.BCELoss) supplies the options
-    left at their defaults here, and the loss, so `check(x, t, criterion=c)` sees what `c(x, t)`
-    sees."""
+    """Normalise a call. The options a criterion holds are read by the family's declaration
+    (`LossFamily.options_with`) before this; `criterion` says only which loss it computes."""
     if criterion is not None:
-        if weight is None:
-            weight = getattr(criterion, "weight", None)
-        if pos_weight is None:
-            pos_weight = getattr(criterion, "pos_weight", None)
-        if type(reduction) is str and reduction == "mean":
-            reduction = getattr(criterion, "reduction", "mean")
         if isinstance(criterion, torch.nn.BCEWithLogitsLoss):
             loss = "bce_with_logits"
         elif isinstance(criterion, torch.nn.BCELoss):
@@ -178,4 +171,7 @@ def bind_call(
 
 def bind(loss: str, input: Any, target: Any, options: dict[str, Any], criterion: Any):
     """The family's binding, as the engine calls it (`LossFamily.bind`)."""
+    from . import FAMILY
+
+    options = FAMILY.options_with(criterion, options)
     return bind_call(input, target, criterion=criterion, loss=loss, **options)  # type: ignore[arg-type]

@@ -193,20 +193,10 @@ def bind_call(
     criterion: Any = None,
     loss: LossKind = "cross_entropy",
 ) -> Call:
-    """Normalise a call. A `criterion` (nn.CrossEntropyLoss / nn.NLLLoss) supplies the options
-    that are left at their defaults here, so `check(x, t, criterion=ce)` sees what `ce(x, t)` sees.
-    """
-    if criterion is not None:
-        if weight is None:
-            weight = getattr(criterion, "weight", None)
-        if ignore_index == -100:
-            ignore_index = getattr(criterion, "ignore_index", -100)
-        if reduction == "mean":
-            reduction = getattr(criterion, "reduction", "mean")
-        if label_smoothing == 0.0:
-            label_smoothing = getattr(criterion, "label_smoothing", 0.0)
-        if isinstance(criterion, torch.nn.NLLLoss):
-            loss = "nll"
+    """Normalise a call. The options a criterion holds are read by the family's declaration
+    (`LossFamily.options_with`) before this; `criterion` says only which loss it computes."""
+    if isinstance(criterion, torch.nn.NLLLoss):
+        loss = "nll"
     autocast = isinstance(input, torch.Tensor) and autocast_on(input)
     # Options torch accepts are kept as the value torch reads (np.int64(3) -> 3, "elementwise_mean"
     # -> "mean"); options it rejects are kept as given, for the rule that names them.
@@ -225,4 +215,7 @@ def bind_call(
 
 def bind(loss: str, input: Any, target: Any, options: dict[str, Any], criterion: Any):
     """The family's binding, as the engine calls it (`LossFamily.bind`)."""
+    from . import FAMILY
+
+    options = FAMILY.options_with(criterion, options)
     return bind_call(input, target, criterion=criterion, loss=loss, **options)  # type: ignore[arg-type]

@@ -231,7 +231,7 @@ def stand_in(hidden: torch.Tensor, linear_weight: torch.Tensor, autocast: bool) 
 
 def _from_criterion(criterion: Any, options: dict[str, Any]) -> dict[str, Any]:
     """nn.LinearCrossEntropyLoss: its linear layer's weight and bias, reshaped as its forward
-    does, and the options left at their defaults here."""
+    does, and the options the call did not give (`LossFamily.options_with`)."""
     got = dict(options)
     linear = getattr(criterion, "linear", None)
     classes = getattr(criterion, "num_classes", None)
@@ -242,12 +242,9 @@ def _from_criterion(criterion: Any, options: dict[str, Any]) -> dict[str, Any]:
                 got["linear_weight"] = linear.weight.reshape((classes, *out, linear.in_features))
             if got.get("linear_bias") is None and linear.bias is not None:
                 got["linear_bias"] = linear.bias.reshape((classes, *out))
-    defaults = {"weight": None, "ignore_index": None, "reduction": "mean", "label_smoothing": 0.0}
-    for name, default in defaults.items():
-        value = got.get(name, default)
-        if value is default or (type(value) is type(default) and value == default):
-            got[name] = getattr(criterion, name, default)
-    return got
+    from . import FAMILY
+
+    return FAMILY.options_with(criterion, got)
 
 
 def bind_linear_call(
