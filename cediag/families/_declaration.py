@@ -54,7 +54,7 @@ class Option:
     `kind` says how the CLI parses it and how a dump writes it (a tensor is saved next to
     input and target; a scalar goes to the metadata as given). `criterion` is the attribute a
     criterion module (`nn.CrossEntropyLoss`) holds it under: when a check gets `criterion=`,
-    an option left at its default is read from there.
+    an option the call does not give is read from there (`LossFamily.options_with`).
     """
 
     name: str
