@@ -37,15 +37,6 @@ class EntryPoint:
     loss: str = "cross_entropy"
     library: str = "torch"  # the distribution, for the docs
 
-    def binder(self, function: Callable) -> Any:
-        """What `check_then_call` asks for (input, target, options) of each call."""
-        from ..guard._bind import ArgumentBinder, MappedBinder
-        from . import family_of
-
-        if self.mapping is None:
-            return ArgumentBinder(function, options=family_of(self.loss).option_names)
-        return MappedBinder(function, self.mapping)
-
 
 @dataclass(frozen=True)
 class Option:

@@ -150,3 +150,13 @@ class MappedBinder:
         if bound is None:
             raise TypeError("the call could not be mapped onto (input, target)")
         return bound[0], bound[1]
+
+
+def binder_for(entry: Any, function: Callable) -> ArgumentBinder | MappedBinder:
+    """How a guard finds (input, target, options) in calls of a family's entry point: its
+    mapping, or the family's option names when it takes them as they are."""
+    if entry.mapping is None:
+        from ..families import family_of
+
+        return ArgumentBinder(function, options=family_of(entry.loss).option_names)
+    return MappedBinder(function, entry.mapping)

@@ -35,6 +35,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+from ._bind import binder_for
 from ._guard import _IN_LOSS, Guard, check_then_call, is_compiling
 from ._integrations import TARGETS, Target
 
@@ -94,7 +95,7 @@ def _wrapper(target: Target, original: Callable, patch: _Patch) -> Callable:
     key = (target, original)
     binder = _BINDERS.get(key)
     if binder is None:
-        binder = _BINDERS[key] = target.binder(original)
+        binder = _BINDERS[key] = binder_for(target, original)
     loss = target.loss
 
     @functools.wraps(original)

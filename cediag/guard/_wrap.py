@@ -17,7 +17,7 @@ import torch
 
 from ..families import all_entry_points, family_of, loss_of_criterion
 from ..families._declaration import EntryPoint
-from ._bind import ArgumentBinder
+from ._bind import ArgumentBinder, binder_for
 from ._guard import _IN_LOSS, Guard, check_then_call, is_compiling
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -114,7 +114,7 @@ class _GuardedForward:
         # A library's loss module (Liger's fused one): its entry point's mapping reads the
         # arguments in the library's order, and the options from the module.
         self._binder = (
-            _SelfBinder(entry.binder(type(self.module).forward), self.module)
+            _SelfBinder(binder_for(entry, type(self.module).forward), self.module)
             if entry is not None and entry.mapping is not None
             else _binder(forward, self.loss, self.input_arg, self.target_arg, self.option_args)
         )
@@ -191,7 +191,7 @@ def wrap(
     named = input_arg is target_arg is None and not option_args
     entry = _entry_point(criterion) if named else None
     if entry is not None and entry.mapping is not None:
-        binder = entry.binder(criterion)
+        binder = binder_for(entry, criterion)
     else:
         binder = _binder(criterion, kind, input_arg, target_arg, option_args)
     return _guarded(criterion, binder, guard, None, kind)  # type: ignore[return-value]
