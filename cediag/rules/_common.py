@@ -12,6 +12,12 @@ from .._call import shape_str
 from .._report import ValueEvidence
 from ._locate import count_and_locate
 
+# What every family's NaN / Inf finding tells the user to do, in a full check or a late report.
+NON_FINITE_FIX = (
+    "find the op that produced them: torch.autograd.set_detect_anomaly(True); lower the "
+    "learning rate or clip gradients (torch.nn.utils.clip_grad_norm_)"
+)
+
 
 def not_dense(arguments: dict[str, Any]) -> list[str]:
     """Why each argument (by role) is not a dense strided tensor: "target is a list", ..."""

@@ -28,6 +28,7 @@ from ..._call import FLOAT_DTYPES, autocast_on, shape_str
 from ..._graph import ACTIVATION_NODES
 from ..._reading import whole_aminmax
 from ..._report import CallSummary, Diagnostic, Report, ValueEvidence
+from ...rules._common import NON_FINITE_FIX
 from ...rules._context import SCORE_PRODUCERS
 from ...rules._registry import diagnostic
 from .call import Call
@@ -151,8 +152,7 @@ class SentinelPlan:
                 diagnostic(
                     "bce-non-finite-input",
                     f"input {shape} held NaN or Inf on call {call_number} (min {low}, max {high}).",
-                    "find the op that produced them: torch.autograd.set_detect_anomaly(True); "
-                    "lower the learning rate or clip gradients (torch.nn.utils.clip_grad_norm_)",
+                    NON_FINITE_FIX,
                 )
             )
         if "targets" in found:

@@ -24,6 +24,7 @@ from ..._call import FLOAT_DTYPES, autocast_on, shape_str
 from ..._graph import ACTIVATION_NODES
 from ..._reading import probability_tolerance, whole_aminmax
 from ..._report import CallSummary, Diagnostic, Report, ValueEvidence
+from ...rules._common import NON_FINITE_FIX
 from ...rules._registry import diagnostic
 from .call import Call
 from .rules.targets import NO_IGNORE
@@ -253,8 +254,7 @@ def late_report(plan: SentinelPlan, values: list, call_number: int) -> Report | 
                 "non-finite-logits",
                 f"input {shape_str(plan.summary.input.shape or [])} held NaN or Inf on call "
                 f"{call_number} (min {values[0]}, max {values[1]}).",
-                "find the op that produced them: torch.autograd.set_detect_anomaly(True); lower "
-                "the learning rate or clip gradients (torch.nn.utils.clip_grad_norm_)",
+                NON_FINITE_FIX,
             )
         )
     if "targets" in found:

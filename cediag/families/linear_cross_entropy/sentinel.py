@@ -19,6 +19,7 @@ import torch
 
 from ..._call import shape_str
 from ..._report import Diagnostic, Report
+from ...rules._common import NON_FINITE_FIX
 from ...rules._registry import diagnostic
 from ..cross_entropy import sentinel as ce
 from .call import LinearCall
@@ -76,8 +77,7 @@ class LinearSentinelPlan:
                     f"hidden states {shape_str(plan.summary.input.shape or [])} held NaN or Inf "
                     f"on call {call_number} (min {values[0]}, max {values[1]}): every logit of "
                     "those rows, and the loss, is NaN.",
-                    "find the op that produced them: torch.autograd.set_detect_anomaly(True); "
-                    "lower the learning rate or clip gradients (torch.nn.utils.clip_grad_norm_)",
+                    NON_FINITE_FIX,
                 )
             )
         if "targets" in found:

@@ -6,7 +6,7 @@ import torch
 
 from ...._call import shape_str
 from ...._report import GraphEvidence, RowSumEvidence, ValueEvidence
-from ....rules._common import non_finite
+from ....rules._common import NON_FINITE_FIX, non_finite
 from ....rules._context import Context, fmt, fmt_range, tensor_evidence
 from ....rules._registry import Finding, rule
 from ..call import Call
@@ -294,7 +294,6 @@ def non_finite_input(ctx: Context) -> Finding | None:
     sentence, evidence = non_finite("input", call.input)
     return Finding(
         sentence,
-        "find the op that produced them: torch.autograd.set_detect_anomaly(True); lower the "
-        "learning rate or clip gradients (torch.nn.utils.clip_grad_norm_)",
+        NON_FINITE_FIX,
         evidence,
     )

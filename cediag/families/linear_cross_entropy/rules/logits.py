@@ -10,6 +10,7 @@ import torch
 
 from ...._call import dtype_name, shape_str
 from ...._report import ValueEvidence
+from ....rules._common import NON_FINITE_FIX
 from ....rules._context import Context, fmt
 from ....rules._locate import count_and_locate
 from ....rules._registry import Finding, rule
@@ -80,8 +81,7 @@ def non_finite_hidden(ctx: Context) -> Finding | None:
         f"hidden states {shape_str(h.shape)} hold NaN or Inf in {rows} of {total} rows"
         f"{_where(at)} (range {fmt(s.hidden[0])}..{fmt(s.hidden[1])}): every logit of those rows "
         "is NaN, and so is the loss.",
-        "find the op that produced them: torch.autograd.set_detect_anomaly(True); lower the "
-        "learning rate or clip gradients (torch.nn.utils.clip_grad_norm_)",
+        NON_FINITE_FIX,
         [
             ValueEvidence(
                 role="input", what="rows with NaN/Inf", count=rows, total=total, first_positions=at
