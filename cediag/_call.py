@@ -64,6 +64,28 @@ def values_readable(call: Any) -> bool:
     )
 
 
+# torch's C++ names for the dtypes its messages quote.
+_TORCH_SCALAR_NAMES = {
+    torch.float32: "Float",
+    torch.float64: "Double",
+    torch.float16: "Half",
+    torch.bfloat16: "BFloat16",
+    torch.int64: "Long",
+    torch.int32: "Int",
+    torch.int16: "Short",
+    torch.int8: "Char",
+    torch.uint8: "Byte",
+    torch.bool: "Bool",
+    torch.complex64: "ComplexFloat",
+    torch.complex128: "ComplexDouble",
+}
+
+
+def torch_scalar_name(dtype: torch.dtype) -> str:
+    """A dtype as torch's C++ messages spell it: Float, BFloat16, Long, ..."""
+    return _TORCH_SCALAR_NAMES.get(dtype, str(dtype).removeprefix("torch."))
+
+
 def dtype_name(dtype: torch.dtype) -> str:
     return _SHORT_DTYPE.get(dtype, str(dtype).removeprefix("torch."))
 

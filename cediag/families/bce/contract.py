@@ -32,33 +32,14 @@ from __future__ import annotations
 
 import torch
 
-from ..._call import FLOAT_DTYPES, option_text, torch_reduction
+from ..._call import FLOAT_DTYPES, option_text, torch_reduction, torch_scalar_name
 from .call import Call
 
-# torch's C++ names for the dtypes its messages quote.
-_SCALAR_NAMES = {
-    torch.float32: "Float",
-    torch.float64: "Double",
-    torch.float16: "Half",
-    torch.bfloat16: "BFloat16",
-    torch.int64: "Long",
-    torch.int32: "Int",
-    torch.int16: "Short",
-    torch.int8: "Char",
-    torch.uint8: "Byte",
-    torch.bool: "Bool",
-    torch.complex64: "ComplexFloat",
-    torch.complex128: "ComplexDouble",
-}
 AUTOCAST_BAN = (
     "torch.nn.functional.binary_cross_entropy and torch.nn.BCELoss are unsafe to autocast "
     "(combine the sigmoid and the loss: torch.nn.functional.binary_cross_entropy_with_logits "
     "or torch.nn.BCEWithLogitsLoss are safe to autocast)"
 )
-
-
-def scalar_name(dtype: torch.dtype) -> str:
-    return _SCALAR_NAMES.get(dtype, str(dtype).removeprefix("torch."))
 
 
 def is_numeric(dtype: torch.dtype) -> bool:
@@ -173,24 +154,24 @@ def _logits_rejection(call: Call) -> str | None:
     if reason is not None:
         return reason
     if x.dtype not in FLOAT_DTYPES:  # log_sigmoid(input)
-        return f"\"log_sigmoid_cpu\" not implemented for '{scalar_name(x.dtype)}'"
+        return f"\"log_sigmoid_cpu\" not implemented for '{torch_scalar_name(x.dtype)}'"
     if pw is not None:  # log_sigmoid(input).mul_((pos_weight - 1).mul(target).add_(1))
         if pw.dtype == torch.bool:
             return "Subtraction, the `-` operator, with a bool tensor is not supported (pos_weight - 1)"
         if not is_numeric(pw.dtype) or t.dtype.is_complex:
-            return f"result type {scalar_name(pw.dtype)} can't be cast to the desired output type {scalar_name(x.dtype)} (pos_weight)"
+            return f"result type {torch_scalar_name(pw.dtype)} can't be cast to the desired output type {torch_scalar_name(x.dtype)} (pos_weight)"
         if not broadcasts_into(pw.shape, x.shape):
             return broadcast_reason(pw.shape, x.shape) + " (pos_weight)"
     # (1 - target).mul_(input): the loss takes the target's dtype
     if t.dtype == torch.bool:
         return "Subtraction, the `-` operator, with two bool tensors is not supported (target)"
     if not t.dtype.is_floating_point and not t.dtype.is_complex:
-        return f"result type {scalar_name(x.dtype)} can't be cast to the desired output type {scalar_name(t.dtype)} (target)"
+        return f"result type {torch_scalar_name(x.dtype)} can't be cast to the desired output type {torch_scalar_name(t.dtype)} (target)"
     if t.dtype.is_floating_point and t.dtype not in FLOAT_DTYPES:
-        return f"\"add_stub\" not implemented for '{scalar_name(t.dtype)}' (target)"
+        return f"\"add_stub\" not implemented for '{torch_scalar_name(t.dtype)}' (target)"
     if w is not None:  # loss.mul_(weight)
         if not (is_numeric(w.dtype) or (w.dtype.is_complex and t.dtype.is_complex)):
-            return f"result type {scalar_name(w.dtype)} can't be cast to the desired output type {scalar_name(t.dtype)} (weight)"
+            return f"result type {torch_scalar_name(w.dtype)} can't be cast to the desired output type {torch_scalar_name(t.dtype)} (weight)"
         if not broadcasts_into(w.shape, x.shape):
             return broadcast_reason(w.shape, x.shape) + " (weight)"
     return None
@@ -209,12 +190,14 @@ def _probability_rejection(call: Call) -> str | None:
         return AUTOCAST_BAN
     in_dtype, t_dtype = call.loss_dtype(x.dtype), call.loss_dtype(t.dtype)
     if t_dtype != in_dtype:  # one TensorIterator over loss, input and target
-        return f"Found dtype {scalar_name(t_dtype)} but expected {scalar_name(in_dtype)}"
+        return (
+            f"Found dtype {torch_scalar_name(t_dtype)} but expected {torch_scalar_name(in_dtype)}"
+        )
     if in_dtype not in FLOAT_DTYPES:
-        return f"\"binary_cross_entropy\" not implemented for '{scalar_name(in_dtype)}'"
+        return f"\"binary_cross_entropy\" not implemented for '{torch_scalar_name(in_dtype)}'"
     if w is not None:  # loss.mul_(weight.expand(broadcast(target, weight)))
         if not is_numeric(w.dtype):
-            return f"result type {scalar_name(w.dtype)} can't be cast to the desired output type {scalar_name(in_dtype)} (weight)"
+            return f"result type {torch_scalar_name(w.dtype)} can't be cast to the desired output type {torch_scalar_name(in_dtype)} (weight)"
         if not broadcasts_into(w.shape, x.shape):
             return broadcast_reason(w.shape, x.shape) + " (weight)"
     return None

@@ -12,23 +12,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..._call import dtype_name
+from ..._call import torch_scalar_name
 
 if TYPE_CHECKING:
     from .call import LinearCall
-
-
-def _torch_dtype_text(dtype: torch.dtype) -> str:
-    """A dtype as linear()'s own messages spell it (Float, BFloat16, ...)."""
-    names = {
-        torch.float32: "Float",
-        torch.float64: "Double",
-        torch.float16: "Half",
-        torch.bfloat16: "BFloat16",
-        torch.int64: "Long",
-        torch.int32: "Int",
-    }
-    return names.get(dtype, dtype_name(dtype))
 
 
 def cast_dtype(call: LinearCall, dtype: torch.dtype) -> torch.dtype:
@@ -81,11 +68,11 @@ def linear_rejection(call: LinearCall) -> str | None:
     if hd != wd:
         return (
             "expected m1 and m2 to have the same dtype, but got: "
-            f"{_torch_dtype_text(hd)} != {_torch_dtype_text(wd)}"
+            f"{torch_scalar_name(hd)} != {torch_scalar_name(wd)}"
         )
     if b is not None and cast_dtype(call, b.dtype) != hd:
         return (
             "self and mat2 must have the same dtype, but got "
-            f"{_torch_dtype_text(cast_dtype(call, b.dtype))} and {_torch_dtype_text(hd)}"
+            f"{torch_scalar_name(cast_dtype(call, b.dtype))} and {torch_scalar_name(hd)}"
         )
     return None
