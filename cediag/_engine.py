@@ -17,7 +17,7 @@ from ._call import error_text, subclass_notes, unchecked_report
 from ._graph import final_activation
 from ._report import Diagnostic, Report
 from .families import family_of, loss_of_criterion
-from .families._declaration import FamilyCall, LossFamily, StatisticsPlan
+from .families._declaration import FamilyCall, StatisticsPlan
 from .rules import RULES, Rule, select_rules
 from .rules._context import Context
 
@@ -46,8 +46,9 @@ def check(
     `loss`, option name or rule pattern) raises.
     """
     rules = select_rules(select, ignore)  # a bad code is the caller's mistake: this one raises
-    family = resolve_family(loss, criterion)
-    loss = loss if loss is not None else loss_of_criterion(criterion) or family.default_loss
+    if loss is None:  # the criterion's class says which loss it computes, else cross-entropy
+        loss = loss_of_criterion(criterion) or "cross_entropy"
+    family = family_of(loss)  # an unknown loss is the caller's mistake: ValueError
     unknown = sorted(set(options) - set(family.option_names))
     if unknown:
         raise TypeError(
@@ -62,13 +63,6 @@ def check(
             return check_call(call, rules)
     except Exception as error:  # the checker's own failure must not become the caller's
         return unchecked_report(input, target, loss, error)
-
-
-def resolve_family(loss: Any, criterion: Any = None) -> LossFamily:
-    """The family of `loss`, else of the criterion's class, else cross-entropy."""
-    if loss is None:
-        loss = loss_of_criterion(criterion) or "cross_entropy"
-    return family_of(loss)
 
 
 def check_call(call: FamilyCall, rules: list[Rule] | None = None) -> Report:

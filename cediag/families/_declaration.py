@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
@@ -185,12 +185,9 @@ class LossFamily:
     # must then answer what those rules ask of their own family's call.
     reuses: tuple[str, ...] = ()
     docs: str = ""  # a paragraph for docs/rules.md and `cediag rules`
-    default_loss: str = field(default="")
     package: str = ""  # where "module:attribute" references are looked up
 
     def __post_init__(self) -> None:
-        if not self.default_loss:
-            object.__setattr__(self, "default_loss", self.losses[0])
         for name, calls in (("bind", True), ("sentinel", True), ("entry_points", False)):
             value = getattr(self, name)
             if isinstance(value, str):
