@@ -88,21 +88,12 @@ def all_entry_points() -> tuple[EntryPoint, ...]:
     return tuple(entry for family in FAMILIES.values() for entry in family.entry_points())
 
 
-def all_option_names() -> tuple[str, ...]:
-    """Every family's option names, each once, in registration order."""
-    names: dict[str, None] = {}
-    for family in FAMILIES.values():
-        names.update(dict.fromkeys(family.option_names))
-    return tuple(names)
-
-
 __all__ = [
     "FAMILIES",
     "EntryPoint",
     "LossFamily",
     "Option",
     "all_entry_points",
-    "all_option_names",
     "family_of",
     "family_of_prefix",
     "loss_of_criterion",
